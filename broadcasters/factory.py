@@ -1,0 +1,36 @@
+"""Building the broadcasters and the manager from :class:`config.Settings`."""
+
+from __future__ import annotations
+
+from broadcasters.base import Broadcaster
+from broadcasters.log import LogBroadcaster
+from broadcasters.manager import BroadcasterManager
+from broadcasters.state import SharedState, state_from_url
+from broadcasters.stub import StubBroadcaster
+from config import Settings
+
+
+def build_broadcaster(name: str, settings: Settings) -> Broadcaster:
+    if name == "pusher":
+        from broadcasters.pusher import PusherBroadcaster
+
+        return PusherBroadcaster.from_settings(settings)
+    if name == "log":
+        return LogBroadcaster()
+    if name == "stub":
+        return StubBroadcaster()
+    raise ValueError(f"no broadcaster called {name!r}")
+
+
+def build_state(settings: Settings) -> SharedState:
+    return state_from_url(settings.redis_url, settings.state_prefix)
+
+
+def build_manager(settings: Settings, state: SharedState | None = None) -> BroadcasterManager:
+    """The manager for ``settings.broadcaster_order`` over shared state (Redis when configured)."""
+    return BroadcasterManager(
+        [build_broadcaster(name, settings) for name in settings.broadcaster_order],
+        state if state is not None else build_state(settings),
+        quota_disable_s=settings.quota_disable_s,
+        flag_cache_ms=settings.flag_cache_ms,
+    )

@@ -1,0 +1,35 @@
+"""The ``log`` broadcaster: JSON lines through :mod:`logging`.
+
+The embedded default and the last resort: it never fails for a provider reason, so with
+the default order (every configured provider, then ``log``) a line always goes somewhere
+an operator can read.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+from broadcasters.base import Broadcaster, Message
+
+logger = logging.getLogger("relaycast.broadcast")
+
+
+class LogBroadcaster(Broadcaster):
+    name = "log"
+    max_message_bytes = 1 << 20
+    max_batch = 100
+
+    def __init__(self, log: logging.Logger | None = None, level: int = logging.INFO) -> None:
+        self._log = log or logger
+        self._level = level
+
+    def _publish(self, messages: Sequence[Message]) -> None:
+        if not self._log.isEnabledFor(self._level):
+            return
+        for message in messages:
+            self._log.log(
+                self._level,
+                '{"broadcaster":"log","channel":"%s","event":"%s","id":"%s","data":%s}',
+                message.channel, message.event, message.id, message.payload,
+            )

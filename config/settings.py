@@ -1,0 +1,219 @@
+"""The one settings object. Nothing else in relaycast reads ``os.environ``.
+
+Values come from the environment and an optional ``.env`` file in the working
+directory. Pusher keeps the names its users already have (``PUSHER_*``); the
+project's own knobs are ``RELAYCAST_*``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from config.durations import parse_duration_s
+
+PROVIDERS = ("pusher", "ably")
+KNOWN_BROADCASTERS = (*PROVIDERS, "log", "stub")
+_APP_ID = re.compile(r"^\d+$")
+_CHANNEL_PREFIX = re.compile(r"^[A-Za-z0-9_\-=@,.;]*$")
+
+
+def _env(name: str) -> Any:
+    """Field whose environment variable is ``name`` (and whose Python name also works)."""
+    return AliasChoices(name)
+
+
+class ConfigError(Exception):
+    """Invalid configuration: one line naming the variable, never its value."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        populate_by_name=True,
+        case_sensitive=False,
+        frozen=True,
+    )
+
+    # Pusher Channels (or any Pusher-protocol server such as soketi).
+    pusher_app_id: str | None = Field(None, validation_alias=_env("PUSHER_APP_ID"))
+    pusher_key: str | None = Field(None, validation_alias=_env("PUSHER_KEY"))
+    pusher_secret: SecretStr | None = Field(None, validation_alias=_env("PUSHER_SECRET"))
+    pusher_cluster: str | None = Field(None, validation_alias=_env("PUSHER_CLUSTER"))
+    pusher_host: str | None = Field(None, validation_alias=_env("PUSHER_HOST"))
+    pusher_port: int | None = Field(None, ge=1, le=65535, validation_alias=_env("PUSHER_PORT"))
+    pusher_ssl: bool = Field(True, validation_alias=_env("PUSHER_SSL"))
+    pusher_max_event_bytes: int = Field(
+        10_000, ge=256, le=10_240, validation_alias=_env("RELAYCAST_PUSHER_MAX_EVENT_BYTES")
+    )
+
+    # Ably (fallback).
+    ably_api_key: SecretStr | None = Field(None, validation_alias=_env("ABLY_API_KEY"))
+    ably_rest_host: str | None = Field(None, validation_alias=_env("ABLY_REST_HOST"))
+    ably_rest_port: int | None = Field(None, ge=1, le=65535, validation_alias=_env("ABLY_REST_PORT"))
+    ably_tls: bool = Field(True, validation_alias=_env("ABLY_TLS"))
+
+    # Infrastructure.
+    redis_url: str | None = Field(None, validation_alias=_env("REDIS_URL"))
+    celery_broker_url: str | None = Field(None, validation_alias=_env("CELERY_BROKER_URL"))
+    database_url: str | None = Field(None, validation_alias=_env("DATABASE_URL"))
+
+    # relaycast's own knobs.
+    broadcasters: str | None = Field(None, validation_alias=_env("RELAYCAST_BROADCASTERS"))
+    channel_prefix: str = Field("private-", validation_alias=_env("RELAYCAST_CHANNEL_PREFIX"))
+    flush_interval_ms: int = Field(
+        50, ge=1, le=60_000, validation_alias=_env("RELAYCAST_FLUSH_INTERVAL_MS")
+    )
+    health_interval_s: float = Field(
+        60.0, gt=0, le=86_400, validation_alias=_env("RELAYCAST_HEALTH_INTERVAL_S")
+    )
+    daily_quota: int = Field(200_000, ge=1, validation_alias=_env("RELAYCAST_DAILY_QUOTA"))
+    state_prefix: str = Field("relaycast:", min_length=1, validation_alias=_env("RELAYCAST_STATE_PREFIX"))
+    quota_disable: str = Field("midnight", validation_alias=_env("RELAYCAST_QUOTA_DISABLE"))
+    rate_limit_pause_s: float = Field(
+        1.0, gt=0, le=3600, validation_alias=_env("RELAYCAST_RATE_LIMIT_PAUSE_S")
+    )
+    flag_cache_ms: int = Field(1000, ge=0, le=60_000, validation_alias=_env("RELAYCAST_FLAG_CACHE_MS"))
+    provider_timeout_s: float = Field(
+        5.0, gt=0, le=120, validation_alias=_env("RELAYCAST_PROVIDER_TIMEOUT_S")
+    )
+    admin_token: SecretStr | None = Field(None, validation_alias=_env("RELAYCAST_ADMIN_TOKEN"))
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", validation_alias=_env("RELAYCAST_LOG_LEVEL")
+    )
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_level(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("pusher_app_id")
+    @classmethod
+    def _app_id_digits(cls, value: str | None) -> str | None:
+        if value is not None and not _APP_ID.match(value):
+            raise ValueError("must be the numeric app id")
+        return value
+
+    @field_validator("channel_prefix")
+    @classmethod
+    def _prefix_chars(cls, value: str) -> str:
+        if not _CHANNEL_PREFIX.match(value) or len(value) > 64:
+            raise ValueError("use at most 64 of: letters, digits and _ - = @ , . ;")
+        return value
+
+    @field_validator("broadcasters")
+    @classmethod
+    def _known_broadcasters(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        names = [part.strip().lower() for part in value.split(",") if part.strip()]
+        if not names:
+            raise ValueError("name at least one broadcaster, e.g. pusher,ably,log")
+        for name in names:
+            if name not in KNOWN_BROADCASTERS:
+                raise ValueError(
+                    f"unknown broadcaster {name!r} (known: {', '.join(KNOWN_BROADCASTERS)})"
+                )
+        if len(set(names)) != len(names):
+            raise ValueError("a broadcaster is named twice")
+        return ",".join(names)
+
+    @field_validator("quota_disable")
+    @classmethod
+    def _quota_disable(cls, value: str) -> str:
+        if value.strip().lower() != "midnight":
+            parse_duration_s(value)
+        return value.strip().lower()
+
+    @model_validator(mode="after")
+    def _providers_complete(self) -> Settings:
+        pusher_parts = {
+            "PUSHER_APP_ID": self.pusher_app_id,
+            "PUSHER_KEY": self.pusher_key,
+            "PUSHER_SECRET": self.pusher_secret,
+        }
+        given = [name for name, value in pusher_parts.items() if value]
+        if given and len(given) != len(pusher_parts):
+            missing = next(name for name, value in pusher_parts.items() if not value)
+            raise ValueError(f"{missing}: is required when {given[0]} is set")
+        for name in self.broadcaster_order:
+            if name in PROVIDERS and not self.provider_configured(name):
+                need = "PUSHER_APP_ID, PUSHER_KEY, PUSHER_SECRET" if name == "pusher" else "ABLY_API_KEY"
+                raise ValueError(f"RELAYCAST_BROADCASTERS: {name} is listed but {need} is not set")
+        return self
+
+    # Derived values -------------------------------------------------------------------------
+
+    def provider_configured(self, name: str) -> bool:
+        if name == "pusher":
+            return bool(self.pusher_app_id and self.pusher_key and self.pusher_secret)
+        if name == "ably":
+            return self.ably_api_key is not None
+        return name in ("log", "stub")
+
+    @property
+    def broadcaster_order(self) -> tuple[str, ...]:
+        """Priority order: ``RELAYCAST_BROADCASTERS``, else every configured provider, then log."""
+        if self.broadcasters:
+            return tuple(self.broadcasters.split(","))
+        return (*(name for name in PROVIDERS if self.provider_configured(name)), "log")
+
+    @property
+    def broker_url(self) -> str | None:
+        return self.celery_broker_url or self.redis_url
+
+    @property
+    def database_url_or_default(self) -> str:
+        if self.database_url:
+            return self.database_url
+        base = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
+        return f"sqlite:///{base / 'relaycast' / 'relaycast.db'}"
+
+    @property
+    def quota_disable_s(self) -> float | None:
+        """Seconds a quota error disables a provider for; None means until the next UTC midnight."""
+        return None if self.quota_disable == "midnight" else parse_duration_s(self.quota_disable)
+
+
+def _env_name(field: str) -> str:
+    info = Settings.model_fields.get(field)
+    alias = info.validation_alias if info else None
+    if isinstance(alias, AliasChoices):
+        first = alias.choices[0]
+        return first if isinstance(first, str) else field.upper()
+    return field.upper()
+
+
+def describe_validation_error(error: ValidationError) -> str:
+    """One line per problem, naming the variable; the offending value is never shown."""
+    lines = []
+    for item in error.errors(include_input=False, include_url=False):
+        message = str(item["msg"]).removeprefix("Value error, ")
+        loc = item.get("loc") or ()
+        if loc:
+            lines.append(f"{_env_name(str(loc[0]))}: {message}")
+        else:
+            lines.append(message)
+    return "; ".join(lines)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build the settings or raise :class:`ConfigError` with a readable, secret-free message."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(f"invalid configuration: {describe_validation_error(exc)}") from None

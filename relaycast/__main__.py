@@ -1,0 +1,3 @@
+from relaycast.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,185 @@
+"""Shared pytest fixtures for relaycast."""
+
+from __future__ import annotations
+
+# ============================================================================
+# Test-harness fixtures (real redis-server, soketi, fault-injecting HTTP server,
+# Pusher WebSocket subscribers).  Keep this block self-contained; add project
+# fixtures below it.
+# ============================================================================
+import os
+import shutil
+from collections.abc import Iterator
+
+import pytest
+import redis
+from support.fault_server import FaultServer
+from support.pusher_ws import Subscriber, SubscriberFactory
+from support.servers import RedisServer, Soketi, SoketiFactory, soketi_available
+
+#: soketi's per-event payload limit, matching Pusher Channels' 10 KB.
+SOKETI_EVENT_MAX_SIZE_IN_KB = "10"
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI") == "true"
+
+
+def require(condition: bool, what: str) -> None:
+    """Fail in CI (where everything must be present), skip locally."""
+    if condition:
+        return
+    if in_ci():
+        pytest.fail(f"required for this test but missing in CI: {what}")
+    pytest.skip(f"missing: {what}")
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """A private redis-server on a free port (never the system one on 6379)."""
+    require(shutil.which("redis-server") is not None, "redis-server on PATH")
+    server = RedisServer()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def redis_client(redis_server: RedisServer) -> Iterator[redis.Redis]:
+    """A client of the private redis; the private server is FLUSHALLed afterwards."""
+    client = redis.Redis.from_url(redis_server.url)
+    try:
+        yield client
+    finally:
+        client.close()
+        # A test may have stopped the server (outage simulation): bring it back.
+        if not redis_server.is_running():
+            redis_server.start()
+        assert redis_server.port != 6379, "refusing to flush the system redis"
+        flusher = redis.Redis(host=redis_server.host, port=redis_server.port)
+        try:
+            flusher.flushall()
+        finally:
+            flusher.close()
+
+
+@pytest.fixture(scope="session")
+def soketi() -> Iterator[Soketi]:
+    """The default soketi app (id "1", key "app-key", secret "app-secret", 10 KB limit)."""
+    require(soketi_available(), "soketi (run `npm ci` in tools/) and node")
+    server = Soketi(extra_env={"SOKETI_EVENT_MAX_SIZE_IN_KB": SOKETI_EVENT_MAX_SIZE_IN_KB})
+    server.start()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def soketi_factory() -> Iterator[SoketiFactory]:
+    """Start extra soketi servers with special settings; all stopped at teardown.
+
+    ``soketi_factory(extra_env={...}, app_id="1", key="app-key", secret="app-secret")``.
+    The 10 KB event limit applies unless ``extra_env`` overrides it.
+    """
+    require(soketi_available(), "soketi (run `npm ci` in tools/) and node")
+    started: list[Soketi] = []
+
+    def make(
+        extra_env: dict[str, str] | None = None,
+        app_id: str = "1",
+        key: str = "app-key",
+        secret: str = "app-secret",
+    ) -> Soketi:
+        env = {"SOKETI_EVENT_MAX_SIZE_IN_KB": SOKETI_EVENT_MAX_SIZE_IN_KB, **(extra_env or {})}
+        server = Soketi(app_id=app_id, key=key, secret=secret, extra_env=env)
+        started.append(server)
+        server.start()
+        return server
+
+    try:
+        yield make
+    finally:
+        for server in started:
+            server.close()
+
+
+@pytest.fixture
+def fault_server() -> Iterator[FaultServer]:
+    server = FaultServer()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def subscriber_factory(request: pytest.FixtureRequest) -> Iterator[SubscriberFactory]:
+    """Build Pusher WebSocket subscribers; all closed at teardown.
+
+    ``subscriber_factory(server=None, *, key=None, secret=None)`` connects to
+    ``server`` (default: the session ``soketi``) with its key/secret unless
+    overridden.
+    """
+    made: list[Subscriber] = []
+
+    def make(
+        server: Soketi | None = None, *, key: str | None = None, secret: str | None = None
+    ) -> Subscriber:
+        target: Soketi = server if server is not None else request.getfixturevalue("soketi")
+        sub = Subscriber(
+            target.host,
+            target.port,
+            key if key is not None else target.key,
+            secret if secret is not None else target.secret,
+        )
+        made.append(sub)
+        return sub
+
+    try:
+        yield make
+    finally:
+        for sub in made:
+            sub.close()
+
+
+# ============================================================================
+# End of test-harness fixtures.
+# ============================================================================
+
+
+# Project fixtures ------------------------------------------------------------------------------
+
+import uuid  # noqa: E402
+
+from broadcasters.state import MemoryStore, RedisStore, SharedState  # noqa: E402
+
+_PROJECT_ENV_PREFIXES = ("PUSHER_", "ABLY_", "RELAYCAST_", "REDIS_URL", "DATABASE_URL", "CELERY_")
+
+
+@pytest.fixture(autouse=True)
+def _isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
+                          ) -> None:
+    """No test sees the developer's relaycast variables or a stray .env file."""
+    import os
+
+    for name in list(os.environ):
+        if name.startswith(_PROJECT_ENV_PREFIXES):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path_factory.mktemp("cwd"))
+
+
+@pytest.fixture(params=["memory", "redis"])
+def shared_state(request: pytest.FixtureRequest) -> Iterator[SharedState]:
+    """The same state policy on each store: in memory, and on a private redis-server."""
+    if request.param == "memory":
+        yield SharedState(MemoryStore())
+        return
+    server: RedisServer = request.getfixturevalue("redis_server")
+    store = RedisStore.from_url(server.url, prefix=f"test-{uuid.uuid4().hex[:8]}:")
+    yield SharedState(store)
+    keys = store.scan("*")
+    store.delete(keys)
+    store.client.close()

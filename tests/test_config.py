@@ -1,0 +1,84 @@
+"""Settings: the names users know, one readable message for a bad value, no secret shown."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from config import ConfigError, load_settings
+
+REPO = Path(__file__).resolve().parents[1]
+SECRET = "s3cr3t-never-print-me"
+
+
+def run_cli(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items()
+             if not k.startswith(("PUSHER_", "ABLY_", "RELAYCAST_", "REDIS_URL", "DATABASE_URL",
+                                  "CELERY_"))}
+    return subprocess.run([sys.executable, "-m", "relaycast", *args], env={**clean, **env},
+                          cwd=cwd, capture_output=True, text=True, timeout=60, check=False)
+
+
+def test_default_order_is_every_configured_provider_then_log() -> None:
+    assert load_settings().broadcaster_order == ("log",)
+    pusher = load_settings(PUSHER_APP_ID="1", PUSHER_KEY="k", PUSHER_SECRET=SECRET)
+    assert pusher.broadcaster_order == ("pusher", "log")
+    both = load_settings(PUSHER_APP_ID="1", PUSHER_KEY="k", PUSHER_SECRET=SECRET, ABLY_API_KEY="a.b:c")
+    assert both.broadcaster_order == ("pusher", "ably", "log")
+    explicit = load_settings(RELAYCAST_BROADCASTERS=" Log , stub ")
+    assert explicit.broadcaster_order == ("log", "stub")
+
+
+def test_environment_and_dotenv_are_read(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".env").write_text("RELAYCAST_CHANNEL_PREFIX=acme-\nPUSHER_SSL=false\n")
+    monkeypatch.setenv("RELAYCAST_FLUSH_INTERVAL_MS", "25")
+    settings = load_settings()
+    assert settings.channel_prefix == "acme-"
+    assert settings.pusher_ssl is False
+    assert settings.flush_interval_ms == 25
+
+
+@pytest.mark.parametrize(
+    ("env", "variable"),
+    [
+        ({"PUSHER_PORT": "not-a-port"}, "PUSHER_PORT"),
+        ({"PUSHER_PORT": "70000"}, "PUSHER_PORT"),
+        ({"PUSHER_APP_ID": "abc", "PUSHER_KEY": "k", "PUSHER_SECRET": SECRET}, "PUSHER_APP_ID"),
+        ({"PUSHER_APP_ID": "1", "PUSHER_SECRET": SECRET}, "PUSHER_KEY"),
+        ({"RELAYCAST_BROADCASTERS": "pusher,carrier-pigeon"}, "RELAYCAST_BROADCASTERS"),
+        ({"RELAYCAST_BROADCASTERS": "pusher"}, "RELAYCAST_BROADCASTERS"),
+        ({"RELAYCAST_CHANNEL_PREFIX": "bad prefix!"}, "RELAYCAST_CHANNEL_PREFIX"),
+        ({"RELAYCAST_QUOTA_DISABLE": "soon"}, "RELAYCAST_QUOTA_DISABLE"),
+        ({"RELAYCAST_FLUSH_INTERVAL_MS": "0"}, "RELAYCAST_FLUSH_INTERVAL_MS"),
+        ({"PUSHER_SSL": "maybe"}, "PUSHER_SSL"),
+    ],
+)
+def test_a_bad_value_names_the_variable(env: dict[str, str], variable: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(**env)
+    assert variable in str(caught.value)
+    assert SECRET not in str(caught.value)
+
+
+def test_bad_configuration_stops_every_command_with_one_line(tmp_path: Path) -> None:
+    result = run_cli("status", env={"PUSHER_PORT": "not-a-port", "PUSHER_SECRET": SECRET},
+                     cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "PUSHER_PORT" in lines[0]
+    assert "Traceback" not in result.stderr
+    assert SECRET not in result.stderr
+
+
+def test_secrets_are_masked_in_the_settings_repr() -> None:
+    settings = load_settings(PUSHER_APP_ID="1", PUSHER_KEY="k", PUSHER_SECRET=SECRET,
+                        ABLY_API_KEY="app.key:" + SECRET, RELAYCAST_ADMIN_TOKEN=SECRET)
+    assert SECRET not in repr(settings)
+    assert SECRET not in str(settings.model_dump())

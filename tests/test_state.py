@@ -1,0 +1,69 @@
+"""Shared state: flags and counters on Redis and in memory, healing by TTL, failing open."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from broadcasters.state import (
+    Counts,
+    RedisStore,
+    SharedState,
+    counts_from_send,
+    next_utc_midnight,
+)
+
+
+def test_a_disabled_flag_is_seen_with_reason_and_until(shared_state: SharedState) -> None:
+    until = time.time() + 60
+    shared_state.disable("pusher", "quota exceeded", until=until, set_by="worker-a")
+    flag = shared_state.flags(["pusher", "log"])["pusher"]
+    assert flag.reason == "quota exceeded"
+    assert flag.until == pytest.approx(until)
+    assert flag.set_by == "worker-a"
+    assert "log" not in shared_state.flags(["pusher", "log"])
+
+
+def test_a_flag_lifts_by_itself_at_until(shared_state: SharedState) -> None:
+    shared_state.disable("pusher", "quota exceeded", until=time.time() + 0.3)
+    assert "pusher" in shared_state.flags(["pusher"])
+    time.sleep(0.5)
+    assert shared_state.flags(["pusher"]) == {}
+
+
+def test_enable_lifts_disabled_and_paused(shared_state: SharedState) -> None:
+    shared_state.disable("pusher", "credentials rejected", until=None)
+    shared_state.pause("ably", 30, "rate limited")
+    assert set(shared_state.flags(["pusher", "ably"])) == {"pusher", "ably"}
+    assert shared_state.flags(["ably"])["ably"].kind == "paused"
+    shared_state.enable("pusher")
+    shared_state.enable("ably")
+    assert shared_state.flags(["pusher", "ably"]) == {}
+
+
+def test_counters_add_up_over_the_hour_and_the_day(shared_state: SharedState) -> None:
+    shared_state.record({"pusher": counts_from_send([3.0, 40.0], 15, {"transient": 2})})
+    shared_state.record({"pusher": counts_from_send([4.0], 5, {"quota": 1}, skipped=0),
+                         "log": Counts(skipped=7)})
+    counts = shared_state.counts("pusher")
+    assert counts.sent == 20
+    assert counts.requests == 3
+    assert counts.failed == {"transient": 2, "quota": 1}
+    assert counts.latency_percentile_ms(0.5) == 5.0
+    assert counts.latency_percentile_ms(0.95) == 50.0
+    assert shared_state.counts("log").skipped == 7
+    assert shared_state.usage_today("pusher") == {"messages": 20, "requests": 3}
+
+
+def test_unreachable_redis_fails_open_and_counts_it() -> None:
+    state = SharedState(RedisStore.from_url("redis://127.0.0.1:1/0", timeout_s=0.2))
+    assert state.flags(["pusher"]) == {}
+    state.disable("pusher", "quota exceeded", until=time.time() + 60)
+    state.record({"pusher": Counts(sent=1, requests=1)})
+    assert state.counts("pusher").sent == 0
+    assert state.store_errors == 4
+
+
+def test_next_utc_midnight() -> None:
+    assert next_utc_midnight(1_700_000_000) == 1_700_006_400  # 2023-11-14 22:13 UTC → 15th 00:00
