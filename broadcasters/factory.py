@@ -15,6 +15,10 @@ def build_broadcaster(name: str, settings: Settings) -> Broadcaster:
         from broadcasters.pusher import PusherBroadcaster
 
         return PusherBroadcaster.from_settings(settings)
+    if name == "ably":
+        from broadcasters.ably import AblyBroadcaster
+
+        return AblyBroadcaster.from_settings(settings)
     if name == "log":
         return LogBroadcaster()
     if name == "stub":
@@ -33,4 +37,5 @@ def build_manager(settings: Settings, state: SharedState | None = None) -> Broad
         state if state is not None else build_state(settings),
         quota_disable_s=settings.quota_disable_s,
         flag_cache_ms=settings.flag_cache_ms,
+        control_channel=f"{settings.channel_prefix}admin-events",
     )

@@ -79,6 +79,7 @@ class BroadcasterManager:
         *,
         quota_disable_s: float | None = None,
         flag_cache_ms: int = 1000,
+        control_channel: str | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         if not broadcasters:
@@ -92,6 +93,9 @@ class BroadcasterManager:
         self._flags_read_at = float("-inf")
         self._lock = threading.Lock()
         self.last_delivered_by: str | None = None
+        #: Where "provider-changed" events go (``{prefix}admin-events``); None: not announced.
+        self.control_channel = control_channel
+        self._active: str | None = None
 
     @property
     def names(self) -> list[str]:
@@ -174,7 +178,27 @@ class BroadcasterManager:
         off = _every_broadcaster_off(report.skipped)
         report.pending_errors = {m.id: last_error.get(m.id, off) for m in remaining}
         self.state.record(counts)
+        if report.delivered:
+            self._note_active(report.delivered[0][1], report)
         return report
+
+    def _note_active(self, carrier: str, report: SendReport) -> None:
+        """When the broadcaster carrying traffic changes, say so once for every worker."""
+        if carrier == self._active:
+            return
+        self._active = carrier
+        previous = self.state.swap_active(carrier)
+        if previous is None or previous == carrier or self.control_channel is None:
+            return
+        reason = report.skipped.get(previous)
+        data = {"type": "provider-changed", "from": previous, "to": carrier,
+                "reason": reason.reason if reason else None, "ts": int(self.clock() * 1000)}
+        logger.warning("active broadcaster changed: %s -> %s (%s)", previous, carrier,
+                       data["reason"] or "recovered")
+        announcement = Message.from_data(self.control_channel, "provider-changed", data,
+                                         f"control:{data['ts']}:{carrier}")
+        broadcaster = next(b for b in self.broadcasters if b.name == carrier)
+        broadcaster.send([announcement])
 
     def close(self) -> None:
         for broadcaster in self.broadcasters:

@@ -50,6 +50,9 @@ class Store(Protocol):
 
     def set(self, key: str, value: str, ttl_s: float) -> None: ...
 
+    def swap(self, key: str, value: str, ttl_s: float) -> str | None:
+        """Set ``key`` and return its previous value, atomically."""
+
     def delete(self, keys: Sequence[str]) -> None: ...
 
     def add(self, counters: Mapping[str, Mapping[str, float]], ttl_s: Mapping[str, float]) -> None:
@@ -86,6 +89,12 @@ class RedisStore:
 
     def set(self, key: str, value: str, ttl_s: float) -> None:
         self.client.set(self._k(key), value, px=max(1, int(ttl_s * 1000)))
+
+    def swap(self, key: str, value: str, ttl_s: float) -> str | None:
+        previous: Any = self.client.set(self._k(key), value, px=max(1, int(ttl_s * 1000)), get=True)
+        if isinstance(previous, bytes):
+            return previous.decode()
+        return previous if isinstance(previous, str) else None
 
     def delete(self, keys: Sequence[str]) -> None:
         if keys:
@@ -144,6 +153,12 @@ class MemoryStore:
     def set(self, key: str, value: str, ttl_s: float) -> None:
         with self._lock:
             self._values[key] = (value, time.time() + ttl_s)
+
+    def swap(self, key: str, value: str, ttl_s: float) -> str | None:
+        with self._lock:
+            previous = self._live(key)
+            self._values[key] = (value, time.time() + ttl_s)
+            return previous if isinstance(previous, str) else None
 
     def delete(self, keys: Sequence[str]) -> None:
         with self._lock:
@@ -319,6 +334,28 @@ class SharedState:
         self.store.delete([f"disabled:{name}", f"paused:{name}"])
         logger.info("broadcaster=%s enabled", name)
 
+    # The active broadcaster ----------------------------------------------------------------
+
+    def swap_active(self, name: str) -> str | None:
+        """Record ``name`` as the broadcaster carrying traffic; return the previous one.
+
+        Atomic (GETSET) so that when several workers switch at once exactly one of them
+        sees the change and announces it.
+        """
+        try:
+            previous = self.store.swap("active", name, OPEN_ENDED_FLAG_TTL_S)
+        except (redis.RedisError, OSError) as exc:
+            self._failed("swap active broadcaster", exc)
+            return name
+        return previous
+
+    def active(self) -> str | None:
+        try:
+            return self.store.get_many(["active"])[0]
+        except (redis.RedisError, OSError) as exc:
+            self._failed("read active broadcaster", exc)
+            return None
+
     # Counters --------------------------------------------------------------------------------
 
     def record(self, outcomes: Mapping[str, Counts]) -> None:
@@ -381,6 +418,29 @@ class SharedState:
                 elif key.startswith("lat:"):
                     bound = int(key.split(":", 1)[1])
                     total.latency_buckets[bound] = total.latency_buckets.get(bound, 0) + int(value)
+        return total
+
+    def count_pipeline(self, **fields: int) -> None:
+        """Add pipeline-wide counters (dead-lettered batches, dropped lines) to this minute."""
+        minute = int(self.clock() // 60)
+        key = f"pipeline:{minute}"
+        try:
+            self.store.add({key: {k: v for k, v in fields.items() if v}}, {key: COUNTER_TTL_S})
+        except (redis.RedisError, OSError) as exc:
+            self._failed("record pipeline counters", exc)
+
+    def pipeline_counts(self, minutes: int = 60) -> dict[str, int]:
+        current = int(self.clock() // 60)
+        keys = [f"pipeline:{m}" for m in range(current - minutes + 1, current + 1)]
+        try:
+            tables = self.store.get_counters(keys)
+        except (redis.RedisError, OSError) as exc:
+            self._failed("read pipeline counters", exc)
+            return {}
+        total: dict[str, int] = {}
+        for table in tables:
+            for key, value in table.items():
+                total[key] = total.get(key, 0) + int(value)
         return total
 
     def usage_today(self, name: str) -> dict[str, int]:

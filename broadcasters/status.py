@@ -1,71 +1,187 @@
-"""A snapshot of every broadcaster's state, for ``relaycast status`` and the health report."""
+"""The health report: every broadcaster's state and counters, and the pipeline's backlog.
+
+Built by the periodic health task (``tasks/health.py``) and, when no recent report exists,
+live by ``relaycast status``. Counters come from per-minute buckets in the shared state,
+so "the last interval" is the last ``ceil(interval / 60)`` minutes (at least one).
+"""
 
 from __future__ import annotations
 
+import json
+import math
 import time
 from datetime import UTC, datetime
-from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field, computed_field
 
-from broadcasters.state import SharedState
+from broadcasters.state import SharedState, next_utc_midnight
 from config import Settings
 
+LATEST_KEY = "health:latest"
+QUOTA_WARNING_FRACTION = 0.8
+PROVIDERS_WITH_QUOTA = ("pusher", "ably")
 
-class BroadcasterStatus(BaseModel):
+
+class BroadcasterHealth(BaseModel):
     name: str
     state: str  # "enabled", "disabled" or "paused"
     reason: str | None = None
     since: float | None = None
     until: float | None = None
     set_by: str | None = None
+    sent_interval: int = 0
+    failed_interval: dict[str, int] = Field(default_factory=dict)
+    skipped_interval: int = 0
     sent_last_hour: int = 0
     requests_last_hour: int = 0
+    failed_last_hour: dict[str, int] = Field(default_factory=dict)
     skipped_last_hour: int = 0
-    failed_last_hour: dict[str, int] = {}
+    error_rate_last_hour: float = 0.0
     latency_p50_ms: float | None = None
     latency_p95_ms: float | None = None
     usage_today: int = 0
     daily_quota: int | None = None
+    quota_used_fraction: float | None = None
+    quota_warning: bool = False
+    quota_exhausted_at: float | None = None
 
 
-class StatusSnapshot(BaseModel):
+class PipelineHealth(BaseModel):
+    broadcast_queue_depth: int | None = None
+    lines_dropped_interval: int = 0
+    lines_dropped_last_hour: int = 0
+    dead_lettered_interval: int = 0
+    dead_lettered_last_hour: int = 0
+    broadcast_tasks_last_hour: int = 0
+    broadcast_lines_last_hour: int = 0
+    oldest_unbroadcast_age_s: float | None = None
+    errors: list[str] = Field(default_factory=list)
+
+
+class HealthReport(BaseModel):
     generated_at: float
+    interval_s: float
+    window_minutes: int
     state_backend: str
     state_errors: int
-    broadcasters: list[BroadcasterStatus]
+    active_broadcaster: str | None = None
+    broadcasters: list[BroadcasterHealth]
+    pipeline: PipelineHealth
+    problems: list[str] = Field(default_factory=list)
+    warnings: list[str] = Field(default_factory=list)
+    stale: bool = False
 
+    @computed_field  # type: ignore[prop-decorator]
     @property
     def healthy(self) -> bool:
-        return self.state_errors == 0 and all(b.state == "enabled" for b in self.broadcasters)
+        return not self.problems and not self.stale
 
 
-def snapshot(settings: Settings, state: SharedState) -> StatusSnapshot:
+def window_minutes(interval_s: float) -> int:
+    return max(1, math.ceil(interval_s / 60))
+
+
+def broadcaster_health(settings: Settings, state: SharedState, now: float) -> list[BroadcasterHealth]:
+    minutes = window_minutes(settings.health_interval_s)
     names = settings.broadcaster_order
     flags = state.flags(names)
     rows = []
     for name in names:
         flag = flags.get(name)
-        counts = state.counts(name, minutes=60)
-        row = BroadcasterStatus(
+        recent = state.counts(name, minutes=minutes)
+        hour = state.counts(name, minutes=60)
+        attempts = hour.sent + hour.failed_total
+        row = BroadcasterHealth(
             name=name,
             state=flag.kind if flag else "enabled",
             reason=flag.reason if flag else None,
             since=flag.since if flag else None,
             until=flag.until if flag else None,
             set_by=flag.set_by if flag else None,
-            sent_last_hour=counts.sent,
-            requests_last_hour=counts.requests,
-            skipped_last_hour=counts.skipped,
-            failed_last_hour=dict(counts.failed),
-            latency_p50_ms=counts.latency_percentile_ms(0.50),
-            latency_p95_ms=counts.latency_percentile_ms(0.95),
+            sent_interval=recent.sent,
+            failed_interval=dict(recent.failed),
+            skipped_interval=recent.skipped,
+            sent_last_hour=hour.sent,
+            requests_last_hour=hour.requests,
+            failed_last_hour=dict(hour.failed),
+            skipped_last_hour=hour.skipped,
+            error_rate_last_hour=round(hour.failed_total / attempts, 4) if attempts else 0.0,
+            latency_p50_ms=hour.latency_percentile_ms(0.50),
+            latency_p95_ms=hour.latency_percentile_ms(0.95),
             usage_today=state.usage_today(name)["messages"],
-            daily_quota=settings.daily_quota if name == "pusher" else None,
         )
+        if name in PROVIDERS_WITH_QUOTA:
+            quota = settings.daily_quota
+            row.daily_quota = quota
+            row.quota_used_fraction = round(row.usage_today / quota, 4)
+            row.quota_warning = row.quota_used_fraction >= QUOTA_WARNING_FRACTION
+            row.quota_exhausted_at = _projected_exhaustion(row.usage_today, quota, hour.sent, now)
         rows.append(row)
-    return StatusSnapshot(generated_at=time.time(), state_backend=state.backend_name,
-                          state_errors=state.store_errors, broadcasters=rows)
+    return rows
+
+
+def _projected_exhaustion(used: int, quota: int, sent_last_hour: int, now: float) -> float | None:
+    """When today's quota runs out at the last hour's rate (None: not before UTC midnight)."""
+    if used >= quota:
+        return now
+    if sent_last_hour <= 0:
+        return None
+    at = now + (quota - used) / (sent_last_hour / 3600.0)
+    return at if at < next_utc_midnight(now) else None
+
+
+def build_report(settings: Settings, state: SharedState, pipeline: PipelineHealth,
+                 active_broadcaster: str | None = None, now: float | None = None) -> HealthReport:
+    now = time.time() if now is None else now
+    rows = broadcaster_health(settings, state, now)
+    report = HealthReport(
+        generated_at=now, interval_s=settings.health_interval_s,
+        window_minutes=window_minutes(settings.health_interval_s),
+        state_backend=state.backend_name, state_errors=state.store_errors,
+        active_broadcaster=active_broadcaster, broadcasters=rows, pipeline=pipeline)
+    for row in rows:
+        if row.state != "enabled":
+            report.problems.append(f"{row.name} {row.state}: {row.reason}")
+        if row.quota_warning:
+            report.warnings.append(
+                f"{row.name} used {row.quota_used_fraction:.0%} of its daily quota")
+        if row.quota_exhausted_at is not None and row.state == "enabled":
+            report.warnings.append(f"{row.name} quota runs out at "
+                                   f"{_when(row.quota_exhausted_at)} at the current rate")
+    if pipeline.dead_lettered_interval:
+        report.problems.append(f"{pipeline.dead_lettered_interval} batch(es) dead-lettered")
+    if pipeline.lines_dropped_interval:
+        report.problems.append(f"{pipeline.lines_dropped_interval} line(s) dropped by emitters")
+    stuck_after_s = max(60.0, 2 * settings.health_interval_s)
+    if pipeline.oldest_unbroadcast_age_s is not None and pipeline.oldest_unbroadcast_age_s > stuck_after_s:
+        report.problems.append(
+            f"a line has waited {pipeline.oldest_unbroadcast_age_s:.0f}s to be broadcast")
+    if state.store_errors:
+        report.problems.append(f"shared state unreachable ({state.store_errors} error(s))")
+    report.problems.extend(pipeline.errors)
+    return report
+
+
+def save_latest(state: SharedState, report: HealthReport) -> None:
+    """The latest report, expiring after about two intervals (a silent beat shows as stale)."""
+    ttl = 2 * report.interval_s + 5
+    try:
+        state.store.set(LATEST_KEY, report.model_dump_json(), ttl)
+    except Exception as exc:  # noqa: BLE001 - fail open, counted
+        state._failed("save health report", exc)
+
+
+def load_latest(state: SharedState) -> HealthReport | None:
+    try:
+        (raw,) = state.store.get_many([LATEST_KEY])
+    except Exception as exc:  # noqa: BLE001
+        state._failed("read health report", exc)
+        return None
+    if not raw:
+        return None
+    data = json.loads(raw)
+    data.pop("healthy", None)
+    return HealthReport.model_validate(data)
 
 
 def _when(epoch: float | None) -> str:
@@ -74,26 +190,38 @@ def _when(epoch: float | None) -> str:
     return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
-def render_table(snap: StatusSnapshot) -> str:
-    header = ("broadcaster", "state", "sent/1h", "failed/1h", "p95 ms", "today", "until", "reason")
+def render_table(report: HealthReport) -> str:
+    header = ("broadcaster", "state", "sent/1h", "failed/1h", "p95 ms", "today/quota", "until",
+              "reason")
     table: list[tuple[str, ...]] = [header]
-    for row in snap.broadcasters:
+    for row in report.broadcasters:
         failed = ",".join(f"{k}={v}" for k, v in sorted(row.failed_last_hour.items())) or "0"
-        today = f"{row.usage_today}/{row.daily_quota}" if row.daily_quota else str(row.usage_today)
+        today = (f"{row.usage_today}/{row.daily_quota}" if row.daily_quota
+                 else str(row.usage_today))
         p95 = "-" if row.latency_p95_ms is None else f"{row.latency_p95_ms:g}"
         until = _when(row.until) if row.state != "enabled" else "-"
         table.append((row.name, row.state, str(row.sent_last_hour), failed, p95, today, until,
                       row.reason or ""))
     widths = [max(len(r[i]) for r in table) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(widths[i]) for i, cell in enumerate(r)).rstrip() for r in table]
-    verdict = "healthy" if snap.healthy else "degraded"
+    p = report.pipeline
+    oldest = "-" if p.oldest_unbroadcast_age_s is None else f"{p.oldest_unbroadcast_age_s:.1f}s"
+    depth = "-" if p.broadcast_queue_depth is None else str(p.broadcast_queue_depth)
+    lines.append(f"pipeline: queue depth {depth}, oldest unbroadcast line {oldest}, dropped "
+                 f"{p.lines_dropped_last_hour}/1h, dead-lettered {p.dead_lettered_last_hour}/1h")
+    if report.active_broadcaster:
+        lines.append(f"active broadcaster: {report.active_broadcaster}")
+    for problem in report.problems:
+        lines.append(f"problem: {problem}")
+    for warning in report.warnings:
+        lines.append(f"warning: {warning}")
+    age = time.time() - report.generated_at
+    verdict = "healthy" if report.healthy else " and ".join(
+        word for word, applies in (("degraded", report.problems), ("stale", report.stale)) if applies)
     extra = ""
-    if snap.state_backend == "memory":
+    if report.state_backend == "memory":
         extra = " (state in memory: this process only; set REDIS_URL to share it)"
-    if snap.state_errors:
-        extra += f" (shared state unreachable: {snap.state_errors} error(s))"
-    return "\n".join([*lines, f"overall: {verdict}{extra}"])
-
-
-def to_json(snap: StatusSnapshot) -> dict[str, Any]:
-    return {**snap.model_dump(), "healthy": snap.healthy}
+    if report.stale:
+        extra += " (no report from the health task in the last two intervals: is celery beat running?)"
+    lines.append(f"overall: {verdict}, report {age:.0f}s old{extra}")
+    return "\n".join(lines)

@@ -78,6 +78,21 @@ class Settings(BaseSettings):
     flush_interval_ms: int = Field(
         50, ge=1, le=60_000, validation_alias=_env("RELAYCAST_FLUSH_INTERVAL_MS")
     )
+    flush_max_lines: int = Field(
+        1000, ge=1, le=100_000, validation_alias=_env("RELAYCAST_FLUSH_MAX_LINES")
+    )
+    buffer_max_lines: int = Field(
+        100_000, ge=100, le=10_000_000, validation_alias=_env("RELAYCAST_BUFFER_MAX_LINES")
+    )
+    broadcast_max_retries: int = Field(
+        8, ge=0, le=100, validation_alias=_env("RELAYCAST_BROADCAST_MAX_RETRIES")
+    )
+    retry_backoff_max_s: float = Field(
+        60.0, gt=0, le=3600, validation_alias=_env("RELAYCAST_RETRY_BACKOFF_MAX_S")
+    )
+    visibility_timeout_s: int = Field(
+        300, ge=1, le=86_400, validation_alias=_env("RELAYCAST_VISIBILITY_TIMEOUT_S")
+    )
     health_interval_s: float = Field(
         60.0, gt=0, le=86_400, validation_alias=_env("RELAYCAST_HEALTH_INTERVAL_S")
     )
@@ -150,6 +165,10 @@ class Settings(BaseSettings):
         if given and len(given) != len(pusher_parts):
             missing = next(name for name, value in pusher_parts.items() if not value)
             raise ValueError(f"{missing}: is required when {given[0]} is set")
+        if self.retry_backoff_max_s >= self.visibility_timeout_s:
+            raise ValueError("RELAYCAST_RETRY_BACKOFF_MAX_S: must be below "
+                             "RELAYCAST_VISIBILITY_TIMEOUT_S, or Redis redelivers a waiting retry "
+                             "as a duplicate")
         for name in self.broadcaster_order:
             if name in PROVIDERS and not self.provider_configured(name):
                 need = "PUSHER_APP_ID, PUSHER_KEY, PUSHER_SECRET" if name == "pusher" else "ABLY_API_KEY"

@@ -14,10 +14,12 @@ import time
 from collections.abc import Sequence
 
 import redis
+from sqlalchemy.exc import SQLAlchemyError
 
 from config import ConfigError, Settings, load_settings
 from config.durations import format_duration_s, parse_duration_s
 from config.settings import KNOWN_BROADCASTERS
+from workflows.log_stream import InvalidRunId
 
 
 class UsageError(Exception):
@@ -54,7 +56,42 @@ def build_parser() -> argparse.ArgumentParser:
     disable.add_argument("--for", dest="for_s", type=_duration, default=None, metavar="DURATION",
                          help="e.g. 30m, 1h, 2d (default: until `relaycast enable`)")
     disable.add_argument("--reason", default="disabled by an operator", help="shown in status")
+
+    demo = sub.add_parser("demo", help="run an example workflow end to end on embedded defaults")
+    demo.add_argument("--workflow", default="etl", help="example workflow (default: etl)")
+    demo.add_argument("--param", action="append", default=[], metavar="K=V", type=_param)
+    demo.add_argument("--verbose", action="store_true", help="also print each broadcast message")
+
+    run = sub.add_parser("run", help="enqueue a workflow; print its run id and channel")
+    run.add_argument("workflow", metavar="WORKFLOW")
+    run.add_argument("--param", action="append", default=[], metavar="K=V", type=_param)
+    run.add_argument("--run-id", default=None, help="default: WORKFLOW-<random>")
+
+    logs = sub.add_parser("logs", help="print a run's stored lines")
+    logs.add_argument("run_id", metavar="RUN_ID")
+    logs.add_argument("--json", action="store_true", help="a JSON list of line objects")
+    logs.add_argument("--after", type=int, default=0, metavar="SEQ", help="only lines after SEQ")
+
+    api = sub.add_parser("api", help="serve the HTTP API (history, status, Pusher auth)")
+    api.add_argument("--host", default=None, help="default 0.0.0.0 with a token, else 127.0.0.1")
+    api.add_argument("--port", type=int, default=8000)
+
+    db = sub.add_parser("db", help="database schema")
+    db_sub = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
+    db_sub.add_parser("upgrade", help="apply migrations up to the latest")
+    db_sub.add_parser("current", help="print the schema revision")
     return parser
+
+
+def _param(text: str) -> tuple[str, object]:
+    key, sep, raw = text.partition("=")
+    if not sep or not key.isidentifier():
+        raise argparse.ArgumentTypeError(f"expected K=V with K a name, got {text!r}")
+    try:
+        value: object = json.loads(raw)
+    except ValueError:
+        value = raw
+    return key, value
 
 
 def _shared_state(settings: Settings, command: str) -> object:
@@ -66,15 +103,26 @@ def _shared_state(settings: Settings, command: str) -> object:
 
 
 def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
-    from broadcasters.factory import build_state
-    from broadcasters.status import render_table, snapshot, to_json
+    """The latest health report; computed live when there is none.
 
-    snap = snapshot(settings, build_state(settings))
+    Exit 0 when healthy; 1 when degraded, or stale: with Redis configured, no report from
+    the health task in the last two intervals means beat (or every worker) is down.
+    """
+    from broadcasters.factory import build_state
+    from broadcasters.status import load_latest, render_table
+
+    state = build_state(settings)
+    report = load_latest(state) if settings.redis_url else None
+    if report is None:
+        from tasks.health import compute_report
+
+        report = compute_report(settings, state)
+        report.stale = settings.redis_url is not None
     if args.json:
-        print(json.dumps(to_json(snap), indent=2, sort_keys=True))
+        print(json.dumps(report.model_dump(mode="json"), indent=2, sort_keys=True))
     else:
-        print(render_table(snap))
-    return 0 if snap.healthy else 1
+        print(render_table(report))
+    return 0 if report.healthy else 1
 
 
 def cmd_enable(settings: Settings, args: argparse.Namespace) -> int:
@@ -99,7 +147,101 @@ def cmd_disable(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"status": cmd_status, "enable": cmd_enable, "disable": cmd_disable}
+def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
+    from relaycast.demo import render, run_demo
+    from workflows.base import REGISTRY
+
+    if not args.verbose:
+        logging.getLogger("relaycast.broadcast").setLevel(logging.WARNING)
+    import workflows.examples  # noqa: F401 - registers the example workflows
+
+    if args.workflow not in REGISTRY:
+        raise UsageError(f"no workflow {args.workflow!r} (known: {', '.join(sorted(REGISTRY))})")
+    result = run_demo(settings, args.workflow, dict(args.param))
+    print(render(result))
+    ok = result.status in ("succeeded", "failed") and result.pending == 0
+    return 0 if ok else 1
+
+
+def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
+    import uuid
+
+    import workflows.examples  # noqa: F401 - registers the example workflows
+    from workflows.base import REGISTRY
+    from workflows.log_stream import validate_run_id
+
+    if not settings.broker_url:
+        raise UsageError("run needs a broker: set CELERY_BROKER_URL or REDIS_URL "
+                         "(or try `relaycast demo`, which needs none)")
+    task = REGISTRY.get(args.workflow)
+    if task is None:
+        raise UsageError(f"no workflow {args.workflow!r} (known: {', '.join(sorted(REGISTRY))})")
+    run_id = validate_run_id(args.run_id or f"{args.workflow}-{uuid.uuid4().hex[:12]}",
+                             settings.channel_prefix)
+    task.apply_async(kwargs={"run_id": run_id, **dict(args.param)})
+    print(f"run id:  {run_id}")
+    print(f"channel: {settings.channel_prefix}logs-{run_id}")
+    return 0
+
+
+def cmd_logs(settings: Settings, args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    from workflows.store import store_for
+
+    lines = store_for(settings.database_url_or_default).lines(args.run_id, after_seq=args.after)
+    if args.json:
+        print(json.dumps([{"seq": line.seq, "ts": line.ts, "level": line.level,
+                           "message": line.message, "data": line.data} for line in lines],
+                         ensure_ascii=False))
+    if not lines:
+        print(f"no lines for run {args.run_id}" + (f" after seq {args.after}" if args.after else ""),
+              file=sys.stderr)
+        return 1
+    if args.json:
+        return 0
+    for line in lines:
+        when = datetime.fromtimestamp(line.ts / 1000, UTC).strftime("%H:%M:%S.%f")[:-3]
+        data = f"  {json.dumps(line.data, ensure_ascii=False)}" if line.data else ""
+        print(f"{line.seq:>6} {when} {line.level.upper():<7} {line.message}{data}")
+    return 0
+
+
+def cmd_api(settings: Settings, args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from api.app import create_app
+
+    host = args.host
+    if settings.admin_token is None:
+        if host not in (None, "127.0.0.1", "localhost", "::1"):
+            raise UsageError("without RELAYCAST_ADMIN_TOKEN the API serves loopback only; "
+                             "set a token to listen on " + str(host))
+        host = "127.0.0.1"
+        print("relaycast api: RELAYCAST_ADMIN_TOKEN is not set: listening on loopback only, "
+              "no authentication", file=sys.stderr, flush=True)
+    elif host is None:
+        host = "0.0.0.0"  # noqa: S104 - token-protected
+    uvicorn.run(create_app(settings), host=host, port=args.port, log_level="warning")
+    return 0
+
+
+def cmd_db(settings: Settings, args: argparse.Namespace) -> int:
+    from workflows.store import current_revision, head_revision, make_engine, upgrade
+
+    engine = make_engine(settings.database_url_or_default)
+    try:
+        if args.db_command == "upgrade":
+            upgrade(engine)
+        current = current_revision(engine)
+    finally:
+        engine.dispose()
+    print(f"schema revision: {current or 'none'} (latest: {head_revision()})")
+    return 0
+
+
+COMMANDS = {"status": cmd_status, "enable": cmd_enable, "disable": cmd_disable,
+            "demo": cmd_demo, "run": cmd_run, "logs": cmd_logs, "db": cmd_db, "api": cmd_api}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -108,6 +250,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = load_settings()
         logging.basicConfig(level=settings.log_level, stream=sys.stderr,
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        logging.getLogger("alembic").setLevel(logging.WARNING)
         return COMMANDS[args.command](settings, args)
     except ConfigError as exc:
         print(f"relaycast: {exc}", file=sys.stderr)
@@ -117,4 +260,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except (redis.RedisError, OSError) as exc:
         print(f"relaycast: shared state unreachable: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
+    except InvalidRunId as exc:
+        print(f"relaycast: {exc}", file=sys.stderr)
+        return 2
+    except SQLAlchemyError as exc:
+        print(f"relaycast: database unavailable: {type(exc).__name__}: {exc.__class__.__doc__ or ''}"
+              .strip(), file=sys.stderr)
         return 2

@@ -155,6 +155,7 @@ def subscriber_factory(request: pytest.FixtureRequest) -> Iterator[SubscriberFac
 import uuid  # noqa: E402
 
 from broadcasters.state import MemoryStore, RedisStore, SharedState  # noqa: E402
+from workflows.store import LogStore  # noqa: E402
 
 _PROJECT_ENV_PREFIXES = ("PUSHER_", "ABLY_", "RELAYCAST_", "REDIS_URL", "DATABASE_URL", "CELERY_")
 
@@ -183,3 +184,75 @@ def shared_state(request: pytest.FixtureRequest) -> Iterator[SharedState]:
     keys = store.scan("*")
     store.delete(keys)
     store.client.close()
+
+
+POSTGRES_ADMIN_URL = os.environ.get("RELAYCAST_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh PostgreSQL database of our own, dropped afterwards."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import OperationalError
+
+    admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    name = f"relaycast_test_{uuid.uuid4().hex[:10]}"
+    try:
+        with admin.connect() as connection:
+            connection.execute(text(f'CREATE DATABASE "{name}"'))
+    except OperationalError as exc:
+        admin.dispose()
+        require(False, f"PostgreSQL at {POSTGRES_ADMIN_URL} ({exc.__class__.__name__})")
+    yield make_url(POSTGRES_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+    from workflows import store as store_module
+
+    for key, store in list(store_module._stores.items()):
+        if key[1].endswith(f"/{name}"):
+            store.engine.dispose()
+            del store_module._stores[key]
+    with admin.connect() as connection:
+        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture
+def sqlite_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return f"sqlite:///{tmp_path_factory.mktemp('db') / 'relaycast.db'}"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest) -> str:
+    """Each storage test runs on the embedded default and on PostgreSQL."""
+    fixture = "sqlite_url" if request.param == "sqlite" else "postgres_url"
+    url: str = request.getfixturevalue(fixture)
+    return url
+
+
+@pytest.fixture
+def store(database_url: str) -> Iterator[LogStore]:
+    """A LogStore on each database (SQLite and PostgreSQL)."""
+    log_store = LogStore.from_url(database_url)
+    try:
+        yield log_store
+    finally:
+        log_store.close()
+
+
+@pytest.fixture
+def sqlite_store(sqlite_url: str) -> Iterator[LogStore]:
+    log_store = LogStore.from_url(sqlite_url)
+    try:
+        yield log_store
+    finally:
+        log_store.close()
+
+
+@pytest.fixture
+def broker(redis_server: RedisServer) -> Iterator[str]:
+    """The private Redis as broker and shared state, emptied before and after (ours alone)."""
+    client = redis.Redis.from_url(redis_server.url)
+    client.flushall()
+    yield redis_server.url
+    client.flushall()
+    client.close()

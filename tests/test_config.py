@@ -56,6 +56,7 @@ def test_environment_and_dotenv_are_read(monkeypatch: pytest.MonkeyPatch, tmp_pa
         ({"RELAYCAST_QUOTA_DISABLE": "soon"}, "RELAYCAST_QUOTA_DISABLE"),
         ({"RELAYCAST_FLUSH_INTERVAL_MS": "0"}, "RELAYCAST_FLUSH_INTERVAL_MS"),
         ({"PUSHER_SSL": "maybe"}, "PUSHER_SSL"),
+        ({"RELAYCAST_VISIBILITY_TIMEOUT_S": "30"}, "RELAYCAST_RETRY_BACKOFF_MAX_S"),
     ],
 )
 def test_a_bad_value_names_the_variable(env: dict[str, str], variable: str) -> None:

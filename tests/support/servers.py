@@ -170,8 +170,12 @@ class RedisServer(_ChildProcess):
 
     _name = "redis"
 
-    def __init__(self, port: int | None = None, binary: str = "redis-server") -> None:
+    def __init__(self, port: int | None = None, binary: str = "redis-server",
+                 persistent: bool = False) -> None:
         super().__init__()
+        #: Append-only file, fsync on every write, kept across stop()/start(): a broker
+        #: that survives a restart, as production Redis brokers are configured.
+        self.persistent = persistent
         resolved = shutil.which(binary)
         if resolved is None:
             raise FileNotFoundError(f"{binary!r} not found on PATH")
@@ -212,14 +216,16 @@ class RedisServer(_ChildProcess):
             return
         if not port_is_free(self.port, self.host):
             raise OSError(f"cannot start redis-server: port {self.port} is already in use")
-        workdir = self._new_workdir()
+        workdir = self._tmpdir if self.persistent and self._tmpdir is not None else self._new_workdir()
+        durability = (("--appendonly", "yes", "--appendfsync", "always") if self.persistent
+                      else ("--appendonly", "no"))
         proc = self._spawn(
             [
                 self.binary,
                 *("--port", str(self.port)),
                 *("--bind", self.host),
                 *("--save", ""),
-                *("--appendonly", "no"),
+                *durability,
                 *("--dir", str(workdir)),
                 *("--daemonize", "no"),
             ],

@@ -1,0 +1,107 @@
+"""The Celery app: ``celery -A tasks worker -Q broadcast,workflows``.
+
+Choices, and why:
+
+* **Queues.** ``broadcast`` (short tasks, provider calls) and ``workflows`` (long user
+  work) so a burst of workflows can never starve live logs; run them in separate workers
+  in production.
+* **Late acks + reject on worker lost** for the broadcast task: a worker killed mid-batch
+  leaves its message unacknowledged and Redis hands it to another worker. Repeats are
+  harmless: clients de-duplicate by (run_id, seq) and Ably by message id.
+* **visibility_timeout = RELAYCAST_VISIBILITY_TIMEOUT_S (300 s).** With Redis, an
+  unacknowledged message is redelivered only after this long. Broadcast tasks finish in
+  milliseconds, so 5 minutes is far above any honest run time (and above the longest retry
+  countdown, ``RELAYCAST_RETRY_BACKOFF_MAX_S``, which would otherwise cause duplicate
+  deliveries), while a crashed worker's batch still reaches browsers within minutes
+  (the lines were in SQL all along). Celery's default of one hour is too long for live logs.
+  kombu only looks for such messages every ``unacked_restore_interval`` x
+  ``unacked_restore_throttle`` seconds (100 s by default); relaycast sweeps every few seconds.
+* **Producers never hang.** The emitter enqueues from its flusher thread, but a flusher
+  stuck for ever would still stop live logs: publishing retries at most twice over about
+  half a second and socket timeouts are 2 s, after which the emitter keeps the batch and
+  tries again later.
+* **No result backend**: results are ignored; Flower shows task states from events, which
+  workers send (``worker_send_task_events``).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from celery import Celery
+from celery.signals import worker_process_init
+from kombu import Queue
+
+from config import ConfigError, Settings, load_settings
+
+logger = logging.getLogger(__name__)
+
+BROADCAST_QUEUE = "broadcast"
+WORKFLOWS_QUEUE = "workflows"
+
+
+def create_app(settings: Settings) -> Celery:
+    broker = settings.broker_url or "memory://localhost/"
+    app = Celery("relaycast", broker=broker,
+                 include=["tasks.broadcast", "tasks.health", "workflows.examples"])
+    transport_options: dict[str, object] = {"visibility_timeout": settings.visibility_timeout_s}
+    if broker.startswith("memory://"):
+        transport_options["polling_interval"] = 0.01
+    if broker.startswith(("redis://", "rediss://", "unix://")):
+        transport_options.update({
+            "max_retries": 2, "socket_timeout": 2.0, "socket_connect_timeout": 2.0,
+            # kombu sweeps for unacknowledged messages only every interval x throttle
+            # seconds (10 x 10 by default): a crashed worker's batch would wait ~100 s on
+            # top of the visibility timeout. Sweep every few seconds instead (one cheap
+            # ZRANGEBYSCORE on the unacked index).
+            "unacked_restore_interval": max(1, min(10, settings.visibility_timeout_s // 4)),
+            "unacked_restore_throttle": 1,
+        })
+    app.conf.update(
+        task_queues=(Queue(BROADCAST_QUEUE), Queue(WORKFLOWS_QUEUE)),
+        task_default_queue=WORKFLOWS_QUEUE,
+        task_routes={"relaycast.broadcast": {"queue": BROADCAST_QUEUE},
+                     "relaycast.health": {"queue": BROADCAST_QUEUE}},
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        task_ignore_result=True,
+        result_backend=None,
+        worker_send_task_events=True,
+        task_send_sent_event=True,
+        worker_prefetch_multiplier=4,
+        broker_transport_options=transport_options,
+        broker_connection_timeout=2.0,
+        broker_connection_retry_on_startup=True,
+        task_publish_retry=True,
+        task_publish_retry_policy={"max_retries": 2, "interval_start": 0.1,
+                                   "interval_step": 0.2, "interval_max": 0.3},
+        worker_hijack_root_logger=True,
+        beat_schedule={"relaycast-health": {"task": "relaycast.health",
+                                            "schedule": settings.health_interval_s,
+                                            "options": {"expires": settings.health_interval_s}}},
+        timezone="UTC",
+        enable_utc=True,
+    )
+    return app
+
+
+def _load() -> Celery:
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        print(f"relaycast: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    return create_app(settings)
+
+
+app = _load()
+
+
+@worker_process_init.connect
+def _fresh_clients_after_fork(**_: object) -> None:
+    """Each prefork child builds its own manager, store and emitter on first use."""
+    from tasks import runtime
+
+    runtime.reset()

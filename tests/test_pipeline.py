@@ -1,0 +1,256 @@
+"""The pipeline end to end: real Celery workers (subprocesses) on a real Redis broker,
+soketi as Pusher, a WebSocket subscriber as the browser, SQLite and PostgreSQL as the store.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from support.fault_server import FaultServer
+from support.pusher_ws import Subscriber
+from support.servers import RedisServer, Soketi
+from support.workers import CeleryWorker, ForwardingProxy, project_env
+
+from broadcasters.state import RedisStore, SharedState
+from workflows.store import LogStore
+
+REPO = Path(__file__).resolve().parents[1]
+SubscriberFactory = Callable[..., Subscriber]
+
+
+def relaycast(*args: str, env: dict[str, str], timeout_s: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "relaycast", *args], env=project_env(env),
+                          capture_output=True, text=True, timeout=timeout_s, check=False)
+
+
+def start_run(env: dict[str, str], workflow: str, run_id: str, **params: Any) -> None:
+    argv = ["run", workflow, "--run-id", run_id]
+    for key, value in params.items():
+        argv += ["--param", f"{key}={json.dumps(value)}"]
+    result = relaycast(*argv, env=env)
+    assert result.returncode == 0, result.stderr
+    assert f"run id:  {run_id}" in result.stdout
+
+
+def seqs_received(subscriber: Subscriber, channel: str) -> list[int]:
+    return [line["seq"] for e in subscriber.events(channel, "log") for line in e["data"]["events"]]
+
+
+def wait_for_lines(subscriber: Subscriber, channel: str, count: int, timeout_s: float = 90) -> list[int]:
+    subscriber.wait_for(lambda _: len(set(seqs_received(subscriber, channel))) >= count, timeout_s)
+    return seqs_received(subscriber, channel)
+
+
+@pytest.fixture
+def open_store() -> Iterator[Callable[[str], LogStore]]:
+    """Open the test's view of a database; closed at teardown."""
+    opened: list[LogStore] = []
+
+    def open_(url: str) -> LogStore:
+        opened.append(LogStore.from_url(url))
+        return opened[-1]
+
+    yield open_
+    for store in opened:
+        store.close()
+
+
+@pytest.fixture
+def workers() -> Iterator[list[CeleryWorker]]:
+    started: list[CeleryWorker] = []
+    yield started
+    for worker in started:
+        worker.close()
+
+
+def _env(broker: str, database_url: str, **extra: str) -> dict[str, str]:
+    return {"REDIS_URL": broker, "DATABASE_URL": database_url,
+            "RELAYCAST_STATE_PREFIX": f"t{uuid.uuid4().hex[:6]}:",
+            "RELAYCAST_FLUSH_INTERVAL_MS": "50", **extra}
+
+
+def _subscribe(subscriber: Subscriber, *channels: str) -> None:
+    for channel in channels:
+        subscriber.subscribe(channel)
+
+
+def test_concurrent_runs_reach_subscribers_and_sql_in_full(
+    broker: str, database_url: str, soketi: Soketi, subscriber_factory: SubscriberFactory,
+    workers: list[CeleryWorker], open_store: Callable[[str], LogStore],
+) -> None:
+    env = _env(broker, database_url, **soketi.env(), RELAYCAST_BROADCASTERS="pusher,log")
+    worker = CeleryWorker(env, concurrency=2)
+    workers.append(worker)
+    worker.start()
+    runs = [f"burst-{i}-{uuid.uuid4().hex[:6]}" for i in range(3)]
+    subscriber = subscriber_factory()
+    _subscribe(subscriber, *(f"private-logs-{r}" for r in runs))
+    for i, run_id in enumerate(runs):
+        start_run(env, "burst", run_id, lines=1000, big_line_bytes=12_000 if i == 0 else 0)
+
+    expected = {runs[0]: 1001, runs[1]: 1000, runs[2]: 1000}
+    store = open_store(database_url)
+    for run_id, count in expected.items():
+        received = wait_for_lines(subscriber, f"private-logs-{run_id}", count)
+        assert sorted(set(received)) == list(range(1, count + 1)), "every line, once after dedupe"
+        for event in subscriber.events(f"private-logs-{run_id}", "log"):
+            in_message = [line["seq"] for line in event["data"]["events"]]
+            assert in_message == sorted(in_message), "lines of one message are in seq order"
+        stored = store.lines(run_id)
+        assert [line.seq for line in stored] == list(range(1, count + 1))
+    big = [line for line in store.lines(runs[0]) if line.data.get("big")]
+    assert len(big) == 1
+    assert len(big[0].message.encode()) >= 12_000, "SQL keeps the big line in full"
+    shown = [line for e in subscriber.events(f"private-logs-{runs[0]}", "log")
+             for line in e["data"]["events"] if line["seq"] == big[0].seq]
+    assert shown[0]["truncated"] is True, "the browser got it truncated with a marker"
+
+    redis_store = RedisStore.from_url(broker, env["RELAYCAST_STATE_PREFIX"])
+    counts = SharedState(redis_store).pipeline_counts()
+    redis_store.client.close()
+    assert counts["broadcast_lines"] == 3001
+    assert 0 < counts["broadcast_tasks"] <= 3001 / 20, "one task per flush, not per line"
+    assert store.broadcast_counts(runs) == {("sent", "pusher"): 3001}
+
+
+def test_over_quota_with_two_workers_calls_the_provider_at_most_twice(
+    broker: str, database_url: str, fault_server: FaultServer, workers: list[CeleryWorker],
+    open_store: Callable[[str], LogStore],
+) -> None:
+    fault_server.respond(403, "Over quota")
+    env = _env(broker, database_url, PUSHER_APP_ID="1", PUSHER_KEY="k", PUSHER_SECRET="s",
+               **fault_server.env(), RELAYCAST_BROADCASTERS="pusher,log")
+    for name in ("wa", "wb"):
+        worker = CeleryWorker(env, concurrency=1, name=name)
+        workers.append(worker)
+        worker.start()
+    runs = [f"quota-{i}-{uuid.uuid4().hex[:6]}" for i in range(2)]
+    for run_id in runs:
+        start_run(env, "burst", run_id, lines=300, delay_ms=2)
+    store = open_store(database_url)
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        if store.broadcast_counts(runs).get(("sent", "log"), 0) >= 600:
+            break
+        time.sleep(0.2)
+    assert store.broadcast_counts(runs) == {("sent", "log"): 600}, "every line, via the next one"
+    assert 1 <= fault_server.count("/apps/1/batch_events") <= 2
+
+
+def test_a_failing_workflow_keeps_its_lines_and_emits_failed(
+    broker: str, sqlite_url: str, soketi: Soketi, subscriber_factory: SubscriberFactory,
+    workers: list[CeleryWorker], open_store: Callable[[str], LogStore],
+) -> None:
+    env = _env(broker, sqlite_url, **soketi.env())
+    worker = CeleryWorker(env, concurrency=1)
+    workers.append(worker)
+    worker.start()
+    run_id = f"failing-{uuid.uuid4().hex[:6]}"
+    subscriber = subscriber_factory()
+    _subscribe(subscriber, "private-admin-events", f"private-logs-{run_id}")
+    start_run(env, "failing", run_id, fail_at=3, steps=5)
+    (failed,) = subscriber.wait_for_events("private-admin-events", "failed", timeout_s=60)
+    assert failed["data"]["run_id"] == run_id
+    assert "upstream API returned garbage at step 3" in failed["data"]["error"]
+    assert failed["data"]["duration_s"] >= 0
+    started = subscriber.events("private-admin-events", "started")
+    assert [e["data"]["run_id"] for e in started] == [run_id]
+    received = wait_for_lines(subscriber, f"private-logs-{run_id}", 4)
+    store = open_store(sqlite_url)
+    lines = store.lines(run_id)
+    assert [line.message for line in lines[:3]] == ["step 1/5", "step 2/5", "step 3/5"]
+    assert lines[3].level == "error"
+    assert "Traceback" in lines[3].data["traceback"]
+    assert sorted(received) == [1, 2, 3, 4]
+    run = store.run(run_id)
+    assert run is not None
+    assert run.status == "failed"
+
+
+def test_redis_stopped_for_5s_the_workflow_finishes_on_time_and_no_line_is_lost(
+    sqlite_url: str, soketi: Soketi, subscriber_factory: SubscriberFactory,
+    workers: list[CeleryWorker], open_store: Callable[[str], LogStore],
+) -> None:
+    with RedisServer(persistent=True) as own_redis:
+        env = _env(own_redis.url, sqlite_url, **soketi.env(),
+                   RELAYCAST_VISIBILITY_TIMEOUT_S="10", RELAYCAST_RETRY_BACKOFF_MAX_S="5")
+        worker = CeleryWorker(env, concurrency=2)
+        workers.append(worker)
+        worker.start()
+        run_id = f"outage-{uuid.uuid4().hex[:6]}"
+        subscriber = subscriber_factory()
+        _subscribe(subscriber, f"private-logs-{run_id}")
+        lines, delay_ms = 300, 30  # about 9 s of work
+        start_run(env, "burst", run_id, lines=lines, delay_ms=delay_ms)
+        subscriber.wait_for(lambda _: len(seqs_received(subscriber, f"private-logs-{run_id}")) > 20,
+                            timeout_s=30)
+        own_redis.stop()
+        time.sleep(5)
+        own_redis.start()
+        received = wait_for_lines(subscriber, f"private-logs-{run_id}", lines, timeout_s=120)
+        assert sorted(set(received)) == list(range(1, lines + 1))
+        run = open_store(sqlite_url).run(run_id)
+        assert run is not None
+        assert run.status == "succeeded"
+        assert run.finished_at is not None
+        nominal_s = lines * delay_ms / 1000
+        assert (run.finished_at - run.started_at) / 1000 < nominal_s + 3, (
+            "the workflow did not wait for Redis")
+
+
+def test_a_broadcast_worker_killed_mid_stream_loses_no_line(
+    broker: str, sqlite_url: str, soketi: Soketi, subscriber_factory: SubscriberFactory,
+    workers: list[CeleryWorker], open_store: Callable[[str], LogStore],
+) -> None:
+    proxy = ForwardingProxy(soketi.url, delay_s=0.3)
+    try:
+        env = _env(broker, sqlite_url, **{**soketi.env(), "PUSHER_PORT": str(proxy.port)},
+                   RELAYCAST_FLUSH_MAX_LINES="100", RELAYCAST_VISIBILITY_TIMEOUT_S="5",
+                   RELAYCAST_RETRY_BACKOFF_MAX_S="2")
+        producer = CeleryWorker(env, queues="workflows", concurrency=1, name="producer")
+        consumer = CeleryWorker(env, queues="broadcast", concurrency=1, name="consumer")
+        workers.extend([producer, consumer])
+        producer.start()
+        consumer.start()
+        run_id = f"crash-{uuid.uuid4().hex[:6]}"
+        subscriber = subscriber_factory()
+        _subscribe(subscriber, f"private-logs-{run_id}")
+        start_run(env, "burst", run_id, lines=3000)
+        channel = f"private-logs-{run_id}"
+        subscriber.wait_for(lambda _: len(seqs_received(subscriber, channel)) > 0, timeout_s=60)
+        consumer.kill()  # SIGKILL while a slow batch is in flight and more are queued
+        partial = len(set(seqs_received(subscriber, channel)))
+        assert partial < 3000, "the kill happened mid-stream"
+        consumer.start_again()
+        received = wait_for_lines(subscriber, channel, 3000, timeout_s=60)
+        assert sorted(set(received)) == list(range(1, 3001))
+    finally:
+        proxy.close()
+
+
+def test_relaycast_demo_runs_with_no_servers(tmp_path: Path) -> None:
+    env = {"XDG_DATA_HOME": str(tmp_path / "data"), "HOME": str(tmp_path)}
+    result = relaycast("demo", env=env, timeout_s=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert "succeeded" in out
+    emitted = int(out.split("lines emitted")[1].split()[0])
+    stored = int(out.split("lines stored")[1].split()[0])
+    assert emitted == stored > 10
+    assert f"log={stored}" in out
+    assert (tmp_path / "data" / "relaycast" / "relaycast.db").exists()
+
+
+def test_relaycast_run_without_a_broker_says_what_is_missing() -> None:
+    result = relaycast("run", "etl", env={})
+    assert result.returncode == 2
+    assert "REDIS_URL" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Install everything the tests need from the project's own files, then run them.
+#   bash tools/test.sh [pytest args...]
+# Tests start their own redis-server, soketi and celery workers on free ports; they use
+# PostgreSQL at 127.0.0.1:5432 (trust auth; override with RELAYCAST_TEST_POSTGRES) and
+# skip what is missing locally, but fail in CI (CI=true).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ ! -x .venv/bin/python ]; then
+    python3 -m venv .venv
+fi
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+
+if [ -f tools/package-lock.json ]; then
+    (cd tools && npm ci --no-audit --no-fund --loglevel=error)
+else
+    (cd tools && npm install --no-audit --no-fund --loglevel=error)
+fi
+
+if ! command -v redis-server >/dev/null 2>&1; then
+    sudo_cmd=()
+    if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1; then
+        sudo_cmd=(sudo)
+    fi
+    "${sudo_cmd[@]}" apt-get update
+    "${sudo_cmd[@]}" apt-get install -y redis-server
+fi
+
+echo "python:       $(.venv/bin/python --version 2>&1)"
+echo "node:         $(node --version)"
+echo "soketi:       $(node -p "require('./tools/node_modules/@soketi/soketi/package.json').version")"
+echo "redis-server: $(redis-server --version)"
+
+.venv/bin/ruff check .
+.venv/bin/mypy
+
+status=0
+.venv/bin/python -m pytest "$@" || status=$?
+if [ "$status" -eq 5 ]; then
+    echo "pytest collected no tests: treating as a failure" >&2
+    exit 1
+fi
+exit "$status"
