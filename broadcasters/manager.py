@@ -190,7 +190,7 @@ class BroadcasterManager:
         previous = self.state.swap_active(carrier)
         if previous is None or previous == carrier or self.control_channel is None:
             return
-        reason = report.skipped.get(previous)
+        reason = report.skipped.get(previous) or self._flags.get(previous)
         data = {"type": "provider-changed", "from": previous, "to": carrier,
                 "reason": reason.reason if reason else None, "ts": int(self.clock() * 1000)}
         logger.warning("active broadcaster changed: %s -> %s (%s)", previous, carrier,

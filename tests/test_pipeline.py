@@ -254,3 +254,50 @@ def test_relaycast_run_without_a_broker_says_what_is_missing() -> None:
     assert result.returncode == 2
     assert "REDIS_URL" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_over_quota_every_worker_fails_over_to_ably_and_announces_it(
+    broker: str, sqlite_url: str, fault_server: FaultServer, workers: list[CeleryWorker],
+    open_store: Callable[[str], LogStore],
+) -> None:
+    from support.ably_server import AblyServer
+
+    with AblyServer(key="app.key:ablysecret") as ably:
+        env = _env(broker, sqlite_url, PUSHER_APP_ID="1", PUSHER_KEY="k", PUSHER_SECRET="s",
+                   **fault_server.env(), ABLY_API_KEY="app.key:ablysecret", **ably.env(),
+                   RELAYCAST_BROADCASTERS="pusher,ably")
+        for name in ("wa", "wb"):
+            worker = CeleryWorker(env, concurrency=1, name=name)
+            workers.append(worker)
+            worker.start()
+        store = open_store(sqlite_url)
+        before = f"before-{uuid.uuid4().hex[:6]}"
+        start_run(env, "burst", before, lines=50)
+        deadline = time.monotonic() + 60
+        while store.broadcast_counts([before]).get(("sent", "pusher"), 0) < 50:
+            assert time.monotonic() < deadline, store.broadcast_counts([before])
+            time.sleep(0.2)
+        fault_server.clear()
+        fault_server.respond(403, "Over quota")
+        runs = [f"fail-over-{i}-{uuid.uuid4().hex[:6]}" for i in range(2)]
+        for run_id in runs:
+            start_run(env, "burst", run_id, lines=400, delay_ms=2)
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            if store.broadcast_counts(runs).get(("sent", "ably"), 0) >= 800:
+                break
+            time.sleep(0.2)
+        assert store.broadcast_counts(runs) == {("sent", "ably"): 800}
+        assert 1 <= fault_server.count("/apps/1/batch_events") <= 2
+        for run_id in runs:
+            carried = [m for m in ably.messages if m.channel == f"private-logs-{run_id}"]
+            seqs = sorted({e["seq"] for m in carried for e in m.decoded()["events"]})
+            assert seqs == list(range(1, 401))
+            assert all(m.id and m.id.startswith(f"{run_id}:") for m in carried)
+        changes = [m.decoded() for m in ably.messages if m.name == "provider-changed"]
+        assert len(changes) == 1, "announced once, whatever the number of workers"
+        assert (changes[0]["from"], changes[0]["to"]) == ("pusher", "ably")
+        assert changes[0]["reason"].startswith("quota exceeded")
+        started = [m for m in ably.messages if m.channel == "private-admin-events"
+                   and m.name == "started"]
+        assert len(started) == 2, "admin events follow the active provider"
