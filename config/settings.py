@@ -93,6 +93,12 @@ class Settings(BaseSettings):
     visibility_timeout_s: int = Field(
         300, ge=1, le=86_400, validation_alias=_env("RELAYCAST_VISIBILITY_TIMEOUT_S")
     )
+    sweep_interval_s: float = Field(
+        30.0, gt=0, le=86_400, validation_alias=_env("RELAYCAST_SWEEP_INTERVAL_S")
+    )
+    sweep_after_s: float = Field(
+        120.0, gt=0, le=86_400, validation_alias=_env("RELAYCAST_SWEEP_AFTER_S")
+    )
     health_interval_s: float = Field(
         60.0, gt=0, le=86_400, validation_alias=_env("RELAYCAST_HEALTH_INTERVAL_S")
     )

@@ -76,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     api.add_argument("--host", default=None, help="default 0.0.0.0 with a token, else 127.0.0.1")
     api.add_argument("--port", type=int, default=8000)
 
+    sub.add_parser("bench", help="throughput benchmark against one task per line "
+                   "(from a source checkout; options: relaycast bench -- --help)", add_help=False)
+
     db = sub.add_parser("db", help="database schema")
     db_sub = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
     db_sub.add_parser("upgrade", help="apply migrations up to the latest")
@@ -244,8 +247,20 @@ COMMANDS = {"status": cmd_status, "enable": cmd_enable, "disable": cmd_disable,
             "demo": cmd_demo, "run": cmd_run, "logs": cmd_logs, "db": cmd_db, "api": cmd_api}
 
 
+def _bench(argv: list[str]) -> int:
+    try:
+        from benchmarks.__main__ import main as bench_main
+    except ImportError:
+        print("relaycast: bench runs from a source checkout (python -m benchmarks)", file=sys.stderr)
+        return 2
+    return bench_main([a for a in argv if a != "--"])
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    raw = list(sys.argv[1:] if argv is None else argv)
+    if raw[:1] == ["bench"]:
+        return _bench(raw[1:])
+    args = build_parser().parse_args(raw)
     try:
         settings = load_settings()
         logging.basicConfig(level=settings.log_level, stream=sys.stderr,

@@ -44,7 +44,7 @@ WORKFLOWS_QUEUE = "workflows"
 def create_app(settings: Settings) -> Celery:
     broker = settings.broker_url or "memory://localhost/"
     app = Celery("relaycast", broker=broker,
-                 include=["tasks.broadcast", "tasks.health", "workflows.examples"])
+                 include=["tasks.broadcast", "tasks.health", "tasks.sweep", "workflows.examples"])
     transport_options: dict[str, object] = {"visibility_timeout": settings.visibility_timeout_s}
     if broker.startswith("memory://"):
         transport_options["polling_interval"] = 0.01
@@ -62,7 +62,8 @@ def create_app(settings: Settings) -> Celery:
         task_queues=(Queue(BROADCAST_QUEUE), Queue(WORKFLOWS_QUEUE)),
         task_default_queue=WORKFLOWS_QUEUE,
         task_routes={"relaycast.broadcast": {"queue": BROADCAST_QUEUE},
-                     "relaycast.health": {"queue": BROADCAST_QUEUE}},
+                     "relaycast.health": {"queue": BROADCAST_QUEUE},
+                     "relaycast.sweep": {"queue": BROADCAST_QUEUE}},
         task_serializer="json",
         result_serializer="json",
         accept_content=["json"],
@@ -80,7 +81,10 @@ def create_app(settings: Settings) -> Celery:
         worker_hijack_root_logger=True,
         beat_schedule={"relaycast-health": {"task": "relaycast.health",
                                             "schedule": settings.health_interval_s,
-                                            "options": {"expires": settings.health_interval_s}}},
+                                            "options": {"expires": settings.health_interval_s}},
+                       "relaycast-sweep": {"task": "relaycast.sweep",
+                                           "schedule": settings.sweep_interval_s,
+                                           "options": {"expires": settings.sweep_interval_s}}},
         timezone="UTC",
         enable_utc=True,
     )

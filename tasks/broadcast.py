@@ -65,12 +65,16 @@ def batch_of(messages: Sequence[Message]) -> dict[str, Any]:
 
 
 def _ranges(messages: Sequence[Message]) -> list[tuple[str, int, int]]:
-    out = []
-    for message in messages:
-        if message.seqs is not None:
-            run_id = message.id.rsplit(":", 1)[0]
-            out.append((run_id, message.seqs[0], message.seqs[1]))
-    return out
+    """Seq ranges of ``messages``, adjacent ranges of a run merged (one UPDATE each)."""
+    spans = sorted((m.id.rsplit(":", 1)[0], m.seqs[0], m.seqs[1])
+                   for m in messages if m.seqs is not None)
+    merged: list[tuple[str, int, int]] = []
+    for run_id, first, last in spans:
+        if merged and merged[-1][0] == run_id and merged[-1][2] + 1 >= first:
+            merged[-1] = (run_id, merged[-1][1], max(merged[-1][2], last))
+        else:
+            merged.append((run_id, first, last))
+    return merged
 
 
 def record_outcome(report: SendReport, dead: Sequence[Message] = ()) -> None:

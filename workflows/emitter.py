@@ -73,6 +73,9 @@ def _plain(value: Any, depth: int = 0) -> Any:
     return value
 
 
+_SCALARS = (int, bool, type(None))
+
+
 def clean_text(text: str) -> str:
     """``text`` without NUL characters, which PostgreSQL text columns cannot hold."""
     return text.replace("\x00", "\ufffd") if "\x00" in text else text
@@ -87,6 +90,11 @@ def clean_data(data: Any) -> tuple[dict[str, Any], bool]:
     """
     if not data:
         return {}, True
+    if type(data) is dict and all(
+            type(k) is str and (type(v) in _SCALARS or (type(v) is str and "\x00" not in v)
+                                or (type(v) is float and math.isfinite(v)))
+            for k, v in data.items()):
+        return data, True  # flat and plain: the common case, no JSON round trip
     try:
         try:
             text = json.dumps(data, default=str, ensure_ascii=False, allow_nan=False)
@@ -119,7 +127,7 @@ class Emitter:
         flush_interval_ms: int = 50,
         flush_max_lines: int = 1000,
         max_buffer_lines: int = 100_000,
-        max_batch_lines: int = 5000,
+        max_batch_lines: int = 2000,
         on_drops: Callable[[int], None] | None = None,
     ) -> None:
         self._store_factory = store
@@ -167,7 +175,7 @@ class Emitter:
             waiting = len(self._debug) + len(self._other)
             if waiting > self.max_buffer_lines:
                 self._shed(self._debug, self._other, waiting - self.max_buffer_lines)
-            if waiting >= self.flush_max_lines:
+            if waiting >= self.flush_max_lines and not self._wake.is_set():
                 self._wake.set()
             if self._thread is None:
                 self._start()
@@ -248,7 +256,8 @@ class Emitter:
 
     def _run(self) -> None:
         while not self._stopping.is_set():
-            self._wake.wait(self.flush_interval_s)
+            if len(self._debug) + len(self._other) < self.flush_max_lines:
+                self._wake.wait(self.flush_interval_s)
             self._wake.clear()
             try:
                 self.flush_once()
@@ -288,6 +297,9 @@ class Emitter:
                 self._send_unsent()
             self._bound_unsent()
             stored_upto = self._backlog[0][0] - 1 if self._backlog else upto
+            oldest = self._oldest_waiting()
+            if oldest is not None:  # a slice of a burst: the rest waits for the next round
+                stored_upto = min(stored_upto, oldest - 1)
             done_upto = min(stored_upto, self._unsent[0][0] - 1) if self._unsent else stored_upto
             with self._done:
                 self._stored_upto = max(self._stored_upto, stored_upto)
@@ -295,17 +307,25 @@ class Emitter:
                 self._done.notify_all()
 
     def _drain(self) -> list[Entry]:
-        debug: list[Entry] = []
-        other: list[Entry] = []
-        for _ in range(len(self._debug)):
-            debug.append(self._debug.popleft())
-        for _ in range(len(self._other)):
-            other.append(self._other.popleft())
-        fresh = list(heapq.merge(debug, other)) if debug and other else debug or other
+        """The backlog, then at most ``max_batch_lines`` fresh lines in emit order. A burst is
+        taken in slices so that storing one slice and broadcasting the previous overlap."""
+        debug, other = self._debug, self._other
+        fresh: list[Entry] = []
+        while len(fresh) < self.max_batch_lines:
+            if debug and (not other or debug[0][0] < other[0][0]):
+                fresh.append(debug.popleft())
+            elif other:
+                fresh.append(other.popleft())
+            else:
+                break
         if self._backlog:
             fresh = self._backlog + fresh
             self._backlog = []
         return fresh
+
+    def _oldest_waiting(self) -> int | None:
+        heads = [q[0][0] for q in (self._debug, self._other) if q]
+        return min(heads) if heads else None
 
     def _drain_admin(self) -> list[tuple[int, str, dict[str, Any]]]:
         return [self._admin.popleft() for _ in range(len(self._admin))]

@@ -33,6 +33,8 @@ class LogLine(Base):
     data: Mapped[dict[str, Any]] = mapped_column(JSON)
     broadcast_state: Mapped[str] = mapped_column(String(10), default=PENDING)
     broadcaster: Mapped[str | None] = mapped_column(String(20), nullable=True)
+    #: When the sweeper last re-enqueued this (still pending) line, epoch ms.
+    swept_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
 
 
 class Run(Base):

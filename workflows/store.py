@@ -157,6 +157,25 @@ class LogStore:
         with self.engine.connect() as connection:
             return {(state, name): int(n) for state, name, n in connection.execute(query)}
 
+    def sweepable(self, older_than_ms: int, resweep_before_ms: int, limit: int) -> list[LogLine]:
+        """Pending lines stored before ``older_than_ms`` and not re-enqueued since
+        ``resweep_before_ms``, oldest runs first, in seq order."""
+        with Session(self.engine) as session:
+            query = (select(LogLine)
+                     .where(LogLine.broadcast_state == PENDING, LogLine.ts < older_than_ms,
+                            (LogLine.swept_at.is_(None)) | (LogLine.swept_at < resweep_before_ms))
+                     .order_by(LogLine.run_id, LogLine.seq).limit(limit))
+            return list(session.scalars(query))
+
+    def mark_swept(self, ranges: Sequence[tuple[str, int, int]], at_ms: int) -> None:
+        with self.engine.begin() as connection:
+            for run_id, first, last in ranges:
+                connection.execute(
+                    update(LogLine)
+                    .where(LogLine.run_id == run_id, LogLine.seq >= first, LogLine.seq <= last,
+                           LogLine.broadcast_state == PENDING)
+                    .values(swept_at=at_ms))
+
     def oldest_pending_ts(self) -> int | None:
         with self.engine.connect() as connection:
             value = connection.execute(select(func.min(LogLine.ts)).where(
