@@ -25,13 +25,14 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections import deque
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 from urllib.parse import unquote, urlsplit
+
+from support.scripted import Script
 
 #: Ably's limit for one publish: data, name, client id and extras of every message in it.
 MAX_PUBLISH_BYTES = 65_536
@@ -95,7 +96,6 @@ class _Rule:
     code: int
     message: str
     delay_s: float
-    remaining: int | None  # None: for ever
     headers: dict[str, str]
     raw_body: bytes | None = None
 
@@ -204,8 +204,7 @@ class AblyServer:
         self._lock = threading.Lock()
         self._requests: list[AblyRequest] = []
         self._messages: list[AblyMessage] = []
-        self._queue: deque[_Rule] = deque()
-        self._default: _Rule | None = None
+        self._script: Script[_Rule | None] = Script(None)
         self._tokens: set[str] = set()
         self._serial = 0
         self._closing = threading.Event()
@@ -250,36 +249,18 @@ class AblyServer:
                       headers: dict[str, str] | None = None, raw_body: bytes | None = None) -> None:
         """Answer the next ``times`` publishes (``None``: all) with an Ably error body
         ``{"error": {"code", "statusCode", "message"}}`` (or ``raw_body`` as text/plain)."""
-        self._add(_Rule(http_status, code, message, delay_s, times, dict(headers or {}), raw_body))
+        self._script.add(_Rule(http_status, code, message, delay_s, dict(headers or {}), raw_body),
+                         times)
 
     def respond_delay(self, delay_s: float, times: int | None = 1) -> None:
         """Wait ``delay_s`` before answering the next ``times`` publishes normally."""
-        self._add(_Rule(0, 0, "", delay_s, times, {}))
-
-    def _add(self, rule: _Rule) -> None:
-        if rule.remaining is not None and rule.remaining < 1:
-            raise ValueError("times must be >= 1 or None")
-        with self._lock:
-            if rule.remaining is None:
-                self._default = rule
-            else:
-                self._queue.append(rule)
+        self._script.add(_Rule(0, 0, "", delay_s, {}), times)
 
     def reset_rules(self) -> None:
-        with self._lock:
-            self._queue.clear()
-            self._default = None
+        self._script.reset(None)
 
     def _next_rule(self) -> _Rule | None:
-        with self._lock:
-            if self._queue:
-                rule = self._queue[0]
-                assert rule.remaining is not None
-                rule.remaining -= 1
-                if rule.remaining <= 0:
-                    self._queue.popleft()
-                return rule
-            return self._default
+        return self._script.next()
 
     # ------------------------------------------------------------------ answers
     def _issue_token(self, key_name: str) -> tuple[int, dict[str, Any]]:

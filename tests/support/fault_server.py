@@ -12,12 +12,13 @@ import json
 import socket
 import threading
 import time
-from collections import deque
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any, Self
 from urllib.parse import parse_qs, urlsplit
+
+from support.scripted import Script
 
 JsonBody = dict[str, Any] | list[Any]
 
@@ -50,8 +51,10 @@ class _Rule:
     body: bytes
     headers: dict[str, str]
     delay_s: float
-    remaining: int | None  # None: the default rule, used for ever
     drop: bool
+
+
+_DEFAULT_RULE = _Rule(200, b"{}", {"Content-Type": "application/json"}, 0.0, False)
 
 
 class _Server(ThreadingHTTPServer):
@@ -164,8 +167,7 @@ class FaultServer:
     def __init__(self, port: int = 0) -> None:
         self._lock = threading.Lock()
         self._requests: list[RecordedRequest] = []
-        self._queue: deque[_Rule] = deque()
-        self._default = _Rule(200, b"{}", {"Content-Type": "application/json"}, 0.0, None, False)
+        self._script: Script[_Rule] = Script(_DEFAULT_RULE)
         self._closing = threading.Event()
         self._httpd = _Server(("127.0.0.1", port), _Handler)
         self._httpd.owner = self
@@ -205,31 +207,15 @@ class FaultServer:
         before answering; ``drop=True`` closes the connection without any
         response (``status`` is then ignored).
         """
-        if times is not None and times < 1:
-            raise ValueError("times must be >= 1 or None")
-        rule = _Rule(status, _encode_body(body), dict(headers or {}), delay_s, times, drop)
-        with self._lock:
-            if times is None:
-                self._default = rule
-            else:
-                self._queue.append(rule)
+        self._script.add(_Rule(status, _encode_body(body), dict(headers or {}), delay_s, drop),
+                         times)
 
     def reset_rules(self) -> None:
         """Forget scripted answers; back to ``200 {}``."""
-        with self._lock:
-            self._queue.clear()
-            self._default = _Rule(200, b"{}", {"Content-Type": "application/json"}, 0.0, None, False)
+        self._script.reset(_DEFAULT_RULE)
 
     def _next_rule(self) -> _Rule:
-        with self._lock:
-            if self._queue:
-                rule = self._queue[0]
-                assert rule.remaining is not None
-                rule.remaining -= 1
-                if rule.remaining <= 0:
-                    self._queue.popleft()
-                return rule
-            return self._default
+        return self._script.next()
 
     # ------------------------------------------------------------------ inspection
     def _record(self, request: RecordedRequest) -> None:
