@@ -47,13 +47,9 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.get("/admin/broadcaster-status", dependencies=guard)
     def broadcaster_status() -> JSONResponse:
-        from broadcasters.status import load_latest
-        from tasks.health import compute_report
+        from tasks.health import current_report
 
-        report = load_latest(state) if settings.redis_url else None
-        if report is None:
-            report = compute_report(settings, state)
-            report.stale = settings.redis_url is not None
+        report = current_report(settings, state)
         return JSONResponse(report.model_dump(mode="json"),
                             status_code=200)
 

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 import redis
 from sqlalchemy.exc import SQLAlchemyError
 
+from broadcasters.state import SharedState
 from config import ConfigError, Settings, load_settings
 from config.durations import format_duration_s, parse_duration_s
 from config.settings import KNOWN_BROADCASTERS
@@ -97,7 +98,7 @@ def _param(text: str) -> tuple[str, object]:
     return key, value
 
 
-def _shared_state(settings: Settings, command: str) -> object:
+def _shared_state(settings: Settings, command: str) -> SharedState:
     from broadcasters.factory import build_state
 
     if not settings.redis_url:
@@ -112,15 +113,10 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     the health task in the last two intervals means beat (or every worker) is down.
     """
     from broadcasters.factory import build_state
-    from broadcasters.status import load_latest, render_table
+    from broadcasters.status import render_table
+    from tasks.health import current_report
 
-    state = build_state(settings)
-    report = load_latest(state) if settings.redis_url else None
-    if report is None:
-        from tasks.health import compute_report
-
-        report = compute_report(settings, state)
-        report.stale = settings.redis_url is not None
+    report = current_report(settings, build_state(settings))
     if args.json:
         print(json.dumps(report.model_dump(mode="json"), indent=2, sort_keys=True))
     else:
@@ -129,20 +125,14 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_enable(settings: Settings, args: argparse.Namespace) -> int:
-    from broadcasters.state import SharedState
-
     state = _shared_state(settings, "enable")
-    assert isinstance(state, SharedState)
     state.enable(args.name)
     print(f"{args.name}: enabled for every worker")
     return 0
 
 
 def cmd_disable(settings: Settings, args: argparse.Namespace) -> int:
-    from broadcasters.state import SharedState
-
     state = _shared_state(settings, "disable")
-    assert isinstance(state, SharedState)
     until = time.time() + args.for_s if args.for_s else None
     state.disable(args.name, args.reason, until=until, set_by="relaycast-cli")
     span = f"for {format_duration_s(args.for_s)}" if args.for_s else "until `relaycast enable`"

@@ -17,7 +17,6 @@ from typing import Any
 from celery import Task
 
 from broadcasters.base import Message
-from broadcasters.errors import BroadcastError
 from broadcasters.manager import SendReport
 from broadcasters.packing import LOG_EVENT, LogBatch
 from tasks import runtime
@@ -134,4 +133,4 @@ def broadcast(self: BroadcastTask, batch: dict[str, Any]) -> dict[str, Any]:
                      max_retries=settings.broadcast_max_retries)
 
 
-__all__ = ["BroadcastError", "batch_of", "broadcast", "enqueue_batch", "items_of"]
+__all__ = ["batch_of", "broadcast", "enqueue_batch", "items_of"]

@@ -75,6 +75,18 @@ def compute_report(settings: Settings, state: SharedState) -> HealthReport:
                         active_broadcaster=state.active())
 
 
+def current_report(settings: Settings, state: SharedState) -> HealthReport:
+    """The latest report from beat; computed live when there is none, and then marked
+    stale when Redis is configured (beat, or every worker, is down)."""
+    from broadcasters.status import load_latest
+
+    report = load_latest(state) if settings.redis_url else None
+    if report is None:
+        report = compute_report(settings, state)
+        report.stale = settings.redis_url is not None
+    return report
+
+
 @app.task(name=TASK_NAME, ignore_result=False)
 def health() -> dict[str, Any]:
     settings = runtime.settings()

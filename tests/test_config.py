@@ -2,25 +2,15 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from support.workers import relaycast_cli
 
 from config import ConfigError, load_settings
 
 REPO = Path(__file__).resolve().parents[1]
 SECRET = "s3cr3t-never-print-me"
-
-
-def run_cli(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items()
-             if not k.startswith(("PUSHER_", "ABLY_", "RELAYCAST_", "REDIS_URL", "DATABASE_URL",
-                                  "CELERY_"))}
-    return subprocess.run([sys.executable, "-m", "relaycast", *args], env={**clean, **env},
-                          cwd=cwd, capture_output=True, text=True, timeout=60, check=False)
 
 
 def test_default_order_is_every_configured_provider_then_log() -> None:
@@ -67,7 +57,7 @@ def test_a_bad_value_names_the_variable(env: dict[str, str], variable: str) -> N
 
 
 def test_bad_configuration_stops_every_command_with_one_line(tmp_path: Path) -> None:
-    result = run_cli("status", env={"PUSHER_PORT": "not-a-port", "PUSHER_SECRET": SECRET},
+    result = relaycast_cli("status", env={"PUSHER_PORT": "not-a-port", "PUSHER_SECRET": SECRET},
                      cwd=tmp_path)
     assert result.returncode == 2
     assert result.stdout == ""

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -13,18 +11,13 @@ from typing import Any
 import pytest
 from support.pusher_ws import Subscriber
 from support.servers import Soketi
-from support.workers import CeleryBeat, CeleryWorker, ForwardingProxy, project_env
+from support.workers import CeleryBeat, CeleryWorker, ForwardingProxy, relaycast_cli
 
 from broadcasters.base import Message
 from broadcasters.factory import build_manager
 from config import load_settings
 
 SubscriberFactory = Callable[..., Subscriber]
-
-
-def relaycast(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "relaycast", *args], env=project_env(env),
-                          capture_output=True, text=True, timeout=60, check=False)
 
 
 @pytest.fixture
@@ -87,7 +80,7 @@ def test_beat_publishes_a_health_report_whose_counts_match_what_happened(
 
     more = subscriber.wait_for_events("private-admin-health", "health", count=3, timeout_s=30)
     assert more[-1]["data"]["generated_at"] - more[0]["data"]["generated_at"] < 10, "every second"
-    status = relaycast("status", "--json", env=env)
+    status = relaycast_cli("status", "--json", env=env)
     assert status.returncode == 0, status.stdout + status.stderr
     assert json.loads(status.stdout)["healthy"] is True
 
@@ -97,7 +90,7 @@ def test_status_exit_codes_for_healthy_degraded_and_stale(
 ) -> None:
     env = {"REDIS_URL": broker, "DATABASE_URL": sqlite_url, "RELAYCAST_BROADCASTERS": "log",
            "RELAYCAST_HEALTH_INTERVAL_S": "30", "RELAYCAST_STATE_PREFIX": f"s{uuid.uuid4().hex[:6]}:"}
-    stale = relaycast("status", env=env)
+    stale = relaycast_cli("status", env=env)
     assert stale.returncode == 1
     assert "stale" in stale.stdout
 
@@ -110,17 +103,17 @@ def test_status_exit_codes_for_healthy_degraded_and_stale(
     try:
         report = health()
         assert report["healthy"] is True
-        healthy = relaycast("status", env=env)
+        healthy = relaycast_cli("status", env=env)
         assert healthy.returncode == 0, healthy.stdout
         assert "overall: healthy" in healthy.stdout
 
-        disabled = relaycast("disable", "log", "--for", "10m", "--reason", "drill", env=env)
+        disabled = relaycast_cli("disable", "log", "--for", "10m", "--reason", "drill", env=env)
         assert disabled.returncode == 0
         runtime.manager().invalidate_flags()
         report = health()
         assert report["healthy"] is False
         assert report["problems"] == ["log disabled: drill"]
-        degraded = relaycast("status", "--json", env=env)
+        degraded = relaycast_cli("status", "--json", env=env)
         assert degraded.returncode == 1
         assert json.loads(degraded.stdout)["problems"] == ["log disabled: drill"]
     finally:

@@ -5,8 +5,6 @@ soketi as Pusher, a WebSocket subscriber as the browser, SQLite and PostgreSQL a
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -17,7 +15,7 @@ import pytest
 from support.fault_server import FaultServer
 from support.pusher_ws import Subscriber
 from support.servers import RedisServer, Soketi
-from support.workers import CeleryBeat, CeleryWorker, ForwardingProxy, project_env
+from support.workers import CeleryBeat, CeleryWorker, ForwardingProxy, relaycast_cli
 
 from broadcasters.state import RedisStore, SharedState
 from workflows.store import LogStore
@@ -26,16 +24,11 @@ REPO = Path(__file__).resolve().parents[1]
 SubscriberFactory = Callable[..., Subscriber]
 
 
-def relaycast(*args: str, env: dict[str, str], timeout_s: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "relaycast", *args], env=project_env(env),
-                          capture_output=True, text=True, timeout=timeout_s, check=False)
-
-
 def start_run(env: dict[str, str], workflow: str, run_id: str, **params: Any) -> None:
     argv = ["run", workflow, "--run-id", run_id]
     for key, value in params.items():
         argv += ["--param", f"{key}={json.dumps(value)}"]
-    result = relaycast(*argv, env=env)
+    result = relaycast_cli(*argv, env=env)
     assert result.returncode == 0, result.stderr
     assert f"run id:  {run_id}" in result.stdout
 
@@ -257,7 +250,7 @@ def test_a_broadcast_worker_killed_mid_stream_loses_no_line(
 
 def test_relaycast_demo_runs_with_no_servers(tmp_path: Path) -> None:
     env = {"XDG_DATA_HOME": str(tmp_path / "data"), "HOME": str(tmp_path)}
-    result = relaycast("demo", env=env, timeout_s=120)
+    result = relaycast_cli("demo", env=env, timeout_s=120)
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
     assert "succeeded" in out
@@ -269,7 +262,7 @@ def test_relaycast_demo_runs_with_no_servers(tmp_path: Path) -> None:
 
 
 def test_relaycast_run_without_a_broker_says_what_is_missing() -> None:
-    result = relaycast("run", "etl", env={})
+    result = relaycast_cli("run", "etl", env={})
     assert result.returncode == 2
     assert "REDIS_URL" in result.stderr
     assert "Traceback" not in result.stderr

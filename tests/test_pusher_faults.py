@@ -8,9 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +16,7 @@ from typing import Any
 import pytest
 from support.fault_server import FaultServer
 from support.servers import RedisServer
+from support.workers import relaycast_cli, run_python
 
 from broadcasters.factory import build_manager
 from broadcasters.packing import LogBatch
@@ -40,13 +38,6 @@ def _batch(n: int, run_id: str = "run-1") -> LogBatch:
     return LogBatch(f"private-logs-{run_id}", run_id, [
         {"seq": i, "ts": i, "level": "info", "message": f"line {i}", "data": {}}
         for i in range(1, n + 1)])
-
-
-def _run(*argv: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    base = {k: v for k, v in os.environ.items()
-            if not k.startswith(("PUSHER_", "ABLY_", "RELAYCAST_", "REDIS_URL"))}
-    return subprocess.run([sys.executable, *argv], env={**base, **env}, cwd=cwd,
-                          capture_output=True, text=True, timeout=60, check=False)
 
 
 def _log_requests(fault_server: FaultServer) -> int:
@@ -76,7 +67,7 @@ def test_over_quota_flags_pusher_for_every_worker_process(
     flag = manager.state.flags(["pusher"])["pusher"]
     assert flag.reason.startswith("quota exceeded") and flag.until is not None
 
-    other = _run("tests/support/send_batch.py", "run-2", "200", env=env, cwd=REPO)
+    other = run_python("tests/support/send_batch.py", "run-2", "200", env=env, cwd=REPO)
     assert other.returncode == 0, other.stderr
     summary = json.loads(other.stdout)
     assert fault_server.count(BATCH_EVENTS) == 1, "the other process made no request at all"
@@ -99,7 +90,7 @@ def test_the_quota_flag_lifts_by_itself_and_by_relaycast_enable(
     fault_server.respond(403, "Over quota", times=1)
     manager.send([_batch(5, "run-3")])
     assert "pusher" in manager.state.flags(["pusher"])
-    enabled = _run("-m", "relaycast", "enable", "pusher", env=env, cwd=tmp_path)
+    enabled = relaycast_cli("enable", "pusher", env=env, cwd=tmp_path)
     assert enabled.returncode == 0, enabled.stderr
     assert manager.state.flags(["pusher"]) == {}
     report = manager.send([_batch(5, "run-4")])
@@ -182,16 +173,16 @@ def test_status_and_disable_never_print_the_secret(
     fault_server: FaultServer, redis_state_env: dict[str, str], tmp_path: Path
 ) -> None:
     env = _env(fault_server, **redis_state_env)
-    disabled = _run("-m", "relaycast", "disable", "pusher", "--for", "1h", "--reason",
+    disabled = relaycast_cli("disable", "pusher", "--for", "1h", "--reason",
                     "maintenance", env=env, cwd=tmp_path)
     assert disabled.returncode == 0, disabled.stderr
-    status = _run("-m", "relaycast", "status", "--json", env=env, cwd=tmp_path)
+    status = relaycast_cli("status", "--json", env=env, cwd=tmp_path)
     assert status.returncode == 1, "a disabled broadcaster is degraded"
     report = json.loads(status.stdout)
     pusher = next(b for b in report["broadcasters"] if b["name"] == "pusher")
     assert (pusher["state"], pusher["reason"]) == ("disabled", "maintenance")
     assert pusher["until"] == pytest.approx(time.time() + 3600, abs=30)
-    table = _run("-m", "relaycast", "status", env=env, cwd=tmp_path)
+    table = relaycast_cli("status", env=env, cwd=tmp_path)
     assert "maintenance" in table.stdout and "degraded" in table.stdout
     for result in (disabled, status, table):
         assert SECRET not in result.stdout + result.stderr

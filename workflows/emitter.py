@@ -354,12 +354,11 @@ class Emitter:
     def _store_lines(self, entries: list[Entry]) -> list[tuple[str, list[dict[str, Any]]]]:
         """Number and insert ``entries``; return them grouped per run, or [] when SQL failed."""
         try:
-            if self._store is None:
-                self._store = self._store_factory()
+            store = self._get_store()
             runs = {e[1] for e in entries} | set(self._pending_drops)
             unknown = [r for r in runs if r not in self._next_seq]
             if unknown:
-                known = self._store.max_seqs(unknown)
+                known = store.max_seqs(unknown)
                 for run_id in unknown:
                     self._next_seq[run_id] = known.get(run_id, 0) + 1
         except Exception as exc:  # noqa: BLE001 - SQL down: keep the lines, try again later
@@ -469,6 +468,12 @@ class Emitter:
             logger.warning("relaycast emitter: SQL unavailable (%s: %s); %d line(s) waiting",
                            type(exc).__name__, exc, waiting)
 
+    def _get_store(self) -> Any:
+        """The store, built on first use (in the flusher thread, never on the emit path)."""
+        if self._store is None:
+            self._store = self._store_factory()
+        return self._store
+
     def _record_runs(self, admin: list[tuple[int, str, dict[str, Any]]]) -> None:
         """Keep the ``runs`` table in step with the lifecycle events (best effort)."""
         for _, event_type, payload in admin:
@@ -476,14 +481,13 @@ class Emitter:
             if event_type not in ("started", "finished", "failed") or not isinstance(run_id, str):
                 continue
             try:
-                if self._store is None:
-                    self._store = self._store_factory()
+                store = self._get_store()
                 if event_type == "started":
-                    self._store.start_run(run_id, str(payload.get("workflow", "")),
+                    store.start_run(run_id, str(payload.get("workflow", "")),
                                           clean_data(payload.get("params") or {})[0],
                                           at_ms=payload["ts"])
                 else:
-                    self._store.finish_run(
+                    store.finish_run(
                         run_id, "succeeded" if event_type == "finished" else "failed",
                         payload.get("error"), at_ms=payload["ts"])
             except Exception as exc:  # noqa: BLE001 - bookkeeping only

@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import requests
@@ -23,6 +24,19 @@ def project_env(overrides: dict[str, str]) -> dict[str, str]:
     """This process's environment without relaycast variables, plus ``overrides``."""
     base = {k: v for k, v in os.environ.items() if not k.startswith(_PROJECT_PREFIXES)}
     return {**base, **overrides}
+
+
+def run_python(*argv: str, env: dict[str, str], cwd: Path | None = None,
+               timeout_s: float = 60) -> subprocess.CompletedProcess[str]:
+    """``python ARGV`` with this process's environment less relaycast's, plus ``env``."""
+    return subprocess.run([sys.executable, *argv], env=project_env(env), cwd=cwd,
+                          capture_output=True, text=True, timeout=timeout_s, check=False)
+
+
+def relaycast_cli(*args: str, env: dict[str, str], cwd: Path | None = None,
+                  timeout_s: float = 60) -> subprocess.CompletedProcess[str]:
+    """The ``relaycast`` command line in a subprocess."""
+    return run_python("-m", "relaycast", *args, env=env, cwd=cwd, timeout_s=timeout_s)
 
 
 class CeleryWorker(_ChildProcess):
@@ -168,4 +182,5 @@ class CeleryBeat(_ChildProcess):
         raise self._fail(TimeoutError, f"celery beat not started within {timeout_s}s")
 
 
-__all__ = ["REPO_ROOT", "CeleryBeat", "CeleryWorker", "ForwardingProxy", "project_env"]
+__all__ = ["REPO_ROOT", "CeleryBeat", "CeleryWorker", "ForwardingProxy", "project_env",
+           "relaycast_cli", "run_python"]
