@@ -106,12 +106,16 @@ def test_concurrent_runs_reach_subscribers_and_sql_in_full(
              for line in e["data"]["events"] if line["seq"] == big[0].seq]
     assert shown[0]["truncated"] is True, "the browser got it truncated with a marker"
 
+    deadline = time.monotonic() + 30  # the last task marks SQL just after it delivered
+    while store.broadcast_counts(runs) != {("sent", "pusher"): 3001} and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert store.broadcast_counts(runs) == {("sent", "pusher"): 3001}
+
     redis_store = RedisStore.from_url(broker, env["RELAYCAST_STATE_PREFIX"])
     counts = SharedState(redis_store).pipeline_counts()
     redis_store.client.close()
     assert counts["broadcast_lines"] == 3001
     assert 0 < counts["broadcast_tasks"] <= 3001 / 20, "one task per flush, not per line"
-    assert store.broadcast_counts(runs) == {("sent", "pusher"): 3001}
 
 
 def test_over_quota_with_two_workers_calls_the_provider_at_most_twice(
