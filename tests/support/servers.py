@@ -103,6 +103,8 @@ class _ChildProcess:
         self, cmd: list[str], workdir: Path, env: dict[str, str] | None = None
     ) -> subprocess.Popen[bytes]:
         assert self._log_path is not None
+        if self._log_file is not None:  # the previous process ended by itself (a crash)
+            self._log_file.close()
         self._log_file = self._log_path.open("wb")
         self._proc = subprocess.Popen(
             cmd,
