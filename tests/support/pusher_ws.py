@@ -6,6 +6,7 @@ private channels and records every event it receives.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
@@ -246,10 +247,10 @@ class Subscriber:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(timeout=5.0)
-        try:
+        with contextlib.suppress(Exception):  # the socket is released below either way
             self._ws.close(timeout=1.0)
-        except Exception:
-            self._ws.shutdown()  # type: ignore[no-untyped-call]
+        # close() does nothing once the server has hung up: release the socket in any case.
+        self._ws.shutdown()  # type: ignore[no-untyped-call]
         if self._closed_reason is None:
             self._closed_reason = "closed by client"
 

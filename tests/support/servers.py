@@ -18,11 +18,11 @@ import socket
 import subprocess
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Protocol, Self
+
+import requests
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TOOLS_DIR = REPO_ROOT / "tools"
@@ -336,11 +336,11 @@ class Soketi(_ChildProcess):
         return env
 
     def _answers(self) -> bool:
+        # requests, not urllib: a server that accepts the connection and drops it while it
+        # starts makes urllib raise from getresponse() with its socket left open.
         try:
-            with urllib.request.urlopen(f"{self.url}/", timeout=1.0) as resp:  # noqa: S310
-                resp.read()
-                return bool(resp.status == 200)
-        except (urllib.error.URLError, OSError):
+            return bool(requests.get(f"{self.url}/", timeout=1.0).status_code == 200)
+        except requests.RequestException:
             return False
 
     def start(self, timeout_s: float = 20.0) -> None:
