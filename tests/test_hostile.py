@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 import pytest
 import requests
 from support.pusher_ws import Subscriber
-from support.runs import run_env, seqs_received, start_run
+from support.runs import has_lines, run_env, seqs_received, start_run
 from support.servers import RedisServer, Soketi, free_port
 from support.workers import CeleryBeat, CeleryWorker, ForwardingProxy, project_env, relaycast_cli, run_python
 
@@ -165,8 +165,7 @@ def test_a_file_name_that_is_not_utf8_takes_no_line_with_it(
     assert emitted.returncode == 0, emitted.stderr
     for run_id, count in zip(runs, (1, 5, 5), strict=True):
         channel = f"private-logs-{run_id}"
-        subscriber.wait_for(lambda _, c=channel, n=count: len(seqs_received(subscriber, c)) >= n,
-                            timeout_s=30)
+        subscriber.wait_for(has_lines(subscriber, channel, count), timeout_s=30)
     [line] = [e["data"]["events"][0] for e in subscriber.events(f"private-logs-{runs[0]}", "log")]
     assert line["data"] == {"path": "/data/report-\\xff.csv"}, "the byte it stood for, kept"
     store = open_store(database_url)

@@ -10,13 +10,12 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable
-from functools import partial
 from itertools import pairwise
 from typing import Any
 
 import pytest
 from support.pusher_ws import Subscriber
-from support.runs import lines_received, run_env, seqs_received, start_run, subscribe
+from support.runs import has_lines, lines_received, run_env, seqs_received, start_run, subscribe
 from support.servers import Soketi
 from support.workers import CeleryWorker, ForwardingProxy
 
@@ -52,10 +51,6 @@ def _by_writer(lines: list[LogLine], key: str) -> dict[Any, list[int]]:
     for line in lines:
         writers.setdefault(line.data[key], []).append(line.data["item"])
     return writers
-
-
-def _has_every_line(subscriber: Subscriber, channel: str, count: int, _: object) -> bool:
-    return len(set(seqs_received(subscriber, channel))) >= count
 
 
 def _lines_by(lines: list[LogLine], key: str) -> dict[Any, list[LogLine]]:
@@ -212,7 +207,7 @@ def test_concurrent_runs_reach_a_plain_subscriber_in_strictly_increasing_order(
         start_run(env, "burst", run_id, lines=1000, delay_ms=1)
     for run_id in runs:
         channel = f"private-logs-{run_id}"
-        subscriber.wait_for(partial(_has_every_line, subscriber, channel, 1000), timeout_s=90)
+        subscriber.wait_for(has_lines(subscriber, channel, 1000), timeout_s=90)
         received = seqs_received(subscriber, channel)
         assert received == list(range(1, 1001)), (
             f"{run_id}: out of order or repeated at "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from support.pusher_ws import Subscriber
@@ -33,6 +34,11 @@ def lines_received(subscriber: Subscriber, channel: str) -> list[dict[str, Any]]
 
 def seqs_received(subscriber: Subscriber, channel: str) -> list[int]:
     return [line["seq"] for line in lines_received(subscriber, channel)]
+
+
+def has_lines(subscriber: Subscriber, channel: str, count: int) -> Callable[[object], bool]:
+    """A ``wait_for`` predicate: ``count`` distinct lines of ``channel`` have arrived."""
+    return lambda _: len(set(seqs_received(subscriber, channel))) >= count
 
 
 def wait_for_lines(subscriber: Subscriber, channel: str, count: int, timeout_s: float = 90
