@@ -451,6 +451,20 @@ class SharedState:
             table = {}
         return {"messages": int(table.get("messages", 0)), "requests": int(table.get("requests", 0))}
 
+    # Per-minute series (the viewer's chart) -----------------------------------------------
+
+    def sent_per_minute(self, name: str, minutes: int = 60) -> list[int]:
+        """Messages ``name`` sent in each of the last ``minutes`` minute buckets, oldest first
+        (the current, unfinished minute last); zeros when the store is unreachable."""
+        current = int(self.clock() // 60)
+        keys = [f"stats:{name}:{m}" for m in range(current - minutes + 1, current + 1)]
+        try:
+            tables = self.store.get_counters(keys)
+        except (redis.RedisError, OSError) as exc:
+            self._failed("read per-minute counters", exc)
+            return [0] * minutes
+        return [int(table.get("sent", 0)) for table in tables]
+
 
 def counts_from_send(latencies_ms: Sequence[float], sent: int, failed: Mapping[str, int],
                      skipped: int = 0) -> Counts:

@@ -163,6 +163,23 @@ def test_finishing_an_unknown_run_creates_nothing(store: LogStore) -> None:
     assert store.run("never-started") is None
 
 
+def test_recent_runs_are_newest_first_limited_and_filtered_by_status(store: LogStore) -> None:
+    for i, status in enumerate(["succeeded", "failed", "running", "succeeded"]):
+        store.start_run(f"run-{i}", "etl", {}, at_ms=1_700_000_000_000 + i * 1000)
+        if status != "running":
+            store.finish_run(f"run-{i}", status, at_ms=1_700_000_000_500 + i * 1000)
+    assert [r.run_id for r in store.recent_runs()] == ["run-3", "run-2", "run-1", "run-0"]
+    assert [r.run_id for r in store.recent_runs(limit=2)] == ["run-3", "run-2"]
+    assert [r.run_id for r in store.recent_runs(status="succeeded")] == ["run-3", "run-0"]
+    assert [r.run_id for r in store.recent_runs(status="running")] == ["run-2"]
+
+
+def test_line_counts_give_each_runs_lines_and_highest_seq(store: LogStore) -> None:
+    store.insert_lines([_row("a", s) for s in (1, 2, 3, 5)] + [_row("b", 1)])
+    assert store.line_counts(["a", "b", "none"]) == {"a": (4, 5), "b": (1, 1)}
+    assert store.line_counts([]) == {}
+
+
 # Migrations ------------------------------------------------------------------------------------
 
 
