@@ -6,13 +6,13 @@
 * ``POST /pusher/auth``: signs pusher-js private-channel subscriptions, for relaycast's own
   channels only (``{prefix}logs-*``, ``{prefix}admin-*``).
 
-With ``RELAYCAST_ADMIN_TOKEN`` set, every endpoint needs ``Authorization: Bearer <token>``;
-without it, ``relaycast api`` listens on loopback only.
+With ``RELAYCAST_ADMIN_TOKEN`` set, every endpoint needs ``Authorization: Bearer <token>``
+or the viewer's session cookie (:mod:`api.auth`); without it, ``relaycast api`` listens on
+loopback only. The viewer's pages and their JSON are in :mod:`api.ui`.
 """
 
 from __future__ import annotations
 
-import hmac
 import json
 from typing import Annotated, Any
 from urllib.parse import parse_qs
@@ -26,31 +26,23 @@ MAX_PAGE = 10_000
 
 
 def create_app(settings: Settings) -> FastAPI:
+    from api.auth import Auth
+    from api.ui import build_router, sent_per_minute
     from broadcasters.factory import build_state
     from workflows.log_stream import InvalidRunId, validate_run_id
     from workflows.store import store_for
 
     app = FastAPI(title="relaycast", version="0.1.0")
     state = build_state(settings)
-    token = settings.admin_token.get_secret_value() if settings.admin_token else None
-
-    def authorised(request: Request) -> None:
-        if token is None:
-            return
-        header = request.headers.get("authorization", "")
-        scheme, _, given = header.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip(), token):
-            raise HTTPException(status_code=401, detail="missing or wrong bearer token",
-                                headers={"WWW-Authenticate": "Bearer"})
-
-    guard = [Depends(authorised)]
+    auth = Auth(settings.admin_token.get_secret_value() if settings.admin_token else None)
+    guard = [Depends(auth.require)]
 
     @app.get("/admin/broadcaster-status", dependencies=guard)
     def broadcaster_status() -> JSONResponse:
         from tasks.health import current_report
 
         report = current_report(settings, state)
-        return JSONResponse(report.model_dump(mode="json"),
+        return JSONResponse({**report.model_dump(mode="json"), **sent_per_minute(settings, state)},
                             status_code=200)
 
     @app.get("/runs/{run_id}/logs", dependencies=guard)
@@ -98,4 +90,5 @@ def create_app(settings: Settings) -> FastAPI:
             raise HTTPException(status_code=400, detail=str(exc)) from None
         return signed
 
+    app.include_router(build_router(settings, state, auth))
     return app
