@@ -367,11 +367,11 @@ class Hub {
       previous.transport !== next.transport ||
       JSON.stringify(previous.pusher) !== JSON.stringify(next.pusher);
     if (moved) this._switch(next);
-    if (
+    const changed =
       previous &&
-      (previous.transport !== next.transport || previous.active_broadcaster !== next.active_broadcaster) &&
-      Date.now() - this.heardChangeAt > 10000
-    ) {
+      (previous.transport !== next.transport ||
+        (previous.active_broadcaster !== null && previous.active_broadcaster !== next.active_broadcaster));
+    if (changed && Date.now() - this.heardChangeAt > 10000) {
       // The worker announces a change through the NEW broadcaster, which this browser may not
       // hear (e.g. "log"): say it from here.
       const event = {
@@ -594,17 +594,20 @@ class LogFeed extends Feed {
       }
     }
     this.emit(out);
-    if (this.pending.size && !this.gapTimer) {
-      // A gap: lines may arrive out of order; if they do not, history has them (every line
-      // is stored before it is broadcast).
-      this.gapTimer = setTimeout(() => {
-        this.gapTimer = null;
-        if (this.pending.size) {
-          this.stats.gapFills += 1;
-          this.catchUp().catch(() => {});
-        }
-      }, GAP_WAIT_MS);
-    }
+    this.checkGap();
+  }
+
+  checkGap() {
+    if (!this.pending.size || this.gapTimer || this.closed) return;
+    // A gap: lines may arrive out of order; if they do not, history has them (every line is
+    // stored before it is broadcast).
+    this.gapTimer = setTimeout(() => {
+      this.gapTimer = null;
+      if (this.pending.size) {
+        this.stats.gapFills += 1;
+        this.catchUp().catch(() => this.checkGap());
+      }
+    }, GAP_WAIT_MS);
   }
 
   acceptHistory(events) {
@@ -625,6 +628,7 @@ class LogFeed extends Feed {
     for (const seq of [...this.pending.keys()]) if (seq <= this.lastSeq) this.pending.delete(seq);
     this.drain(out);
     this.emit(out);
+    this.checkGap();
   }
 
   /** Load every stored line after lastSeq (single flight; a call during a load runs it again). */
@@ -746,7 +750,7 @@ class AdminFeed extends Feed {
  * data}) each exactly once, in increasing seq order; `onState({transport, state, reason})`
  * reports how they arrive. Options: `baseUrl` (the API root; default: where this module is
  * served from), `headers` (e.g. {Authorization: "Bearer …"} for a page without the session
- * cookie). Returns {close(), stats, state()}.
+ * cookie). Returns {close(), refresh(), stats, state(), lastSeq()}.
  */
 export function connectLogs(runId, { onLines, onState, baseUrl = DEFAULT_BASE, headers = {} } = {}) {
   const hub = hubFor(baseUrl, headers);
@@ -754,6 +758,8 @@ export function connectLogs(runId, { onLines, onState, baseUrl = DEFAULT_BASE, h
   hub.attach(feed);
   return {
     close: () => feed.close(),
+    /** Catch up from history now (e.g. when the run ended: its last message may be late). */
+    refresh: () => feed.catchUp().catch(() => {}),
     stats: feed.stats,
     state: () => ({ transport: feed.transport, state: feed.state, reason: feed.reason }),
     lastSeq: () => feed.lastSeq,

@@ -364,11 +364,17 @@ document.addEventListener("keydown", (e) => {
 
 // Data sources
 const feed = connectLogs(runId, { onLines: (lines) => view.append(lines), onState: showState });
+const adminEvents = []; // the last 100, for automation (relaycastView.adminEvents())
 connectAdminEvents((event) => {
+  adminEvents.push(event);
+  if (adminEvents.length > 100) adminEvents.shift();
   if (event.run_id !== runId) return;
   if (event.type === "started") run = { ...(run || {}), status: "running", started_at: event.ts, finished_at: null, workflow: event.workflow };
   if (event.type === "finished" || event.type === "failed") {
     run = { ...(run || {}), status: event.type === "finished" ? "succeeded" : "failed", finished_at: event.ts, error: event.error || null };
+    // The run's last lines are flushed as it ends: make sure none was missed live.
+    setTimeout(() => feed.refresh(), 1000);
+    setTimeout(() => feed.refresh(), 5000);
   }
   showRun();
   loadRun();
@@ -396,4 +402,6 @@ window.relaycastView = {
   stats: () => ({ ...feed.stats, renders: view.renders }),
   state: () => feed.state(),
   follow: () => view.follow,
+  setFollow: (on) => view.setFollow(Boolean(on)),
+  adminEvents: () => [...adminEvents],
 };

@@ -62,7 +62,7 @@ function fillRow(tr, run) {
   lines.textContent = num(run.lines || 0);
 }
 
-function renderRuns() {
+function renderRuns(animate = true) {
   const filter = $("status-filter").value;
   const body = $("runs-body");
   const ordered = [...runs.values()]
@@ -93,7 +93,7 @@ function renderRuns() {
     if (!tr) {
       tr = makeRow(run);
       rows.set(run.run_id, tr);
-      if (runs.size > 0 && loadedOnce) tr.classList.add("fresh");
+      if (animate) tr.classList.add("fresh");
     }
     fillRow(tr, run);
     if (tr !== before) body.insertBefore(tr, before);
@@ -127,6 +127,7 @@ async function loadRuns() {
   loading = (async () => {
     do {
       reloadAgain = false;
+      const animate = loadedOnce; // rows of the first load are not "new"
       try {
         const answer = await getJson("runs", { limit: RUNS_LIMIT });
         merge(answer.runs);
@@ -135,7 +136,7 @@ async function loadRuns() {
       } catch (error) {
         showNotice("runs", error.status === 401 ? "Signed out: open the sign-in link again." : `Runs unavailable: ${error.message}`);
       }
-      renderRuns();
+      renderRuns(animate);
     } while (reloadAgain);
   })().finally(() => {
     loading = null;
@@ -239,6 +240,14 @@ function sparkline(series, untilS) {
     rect.appendChild(title);
     svg.appendChild(rect);
   });
+  if (!total) {
+    const text = document.createElementNS(SVG, "text");
+    text.setAttribute("x", "150");
+    text.setAttribute("y", "26");
+    text.setAttribute("text-anchor", "middle");
+    text.textContent = "no messages in the last hour";
+    svg.appendChild(text);
+  }
   wrap.appendChild(svg);
   const label = el("div", "spark-label");
   label.appendChild(el("span", "", "60 min ago"));
@@ -254,7 +263,9 @@ function renderStatus(report) {
   activeEl.textContent = active || "none yet";
   activeEl.dataset.active = active;
   const age = Math.max(0, Date.now() / 1000 - report.generated_at);
-  $("report-age").textContent = `${report.healthy ? "healthy" : report.stale ? "no recent health report" : "degraded"} · report ${Math.round(age)} s old`;
+  $("report-age").textContent = report.stale
+    ? `figures computed now: no report from celery beat in the last two intervals${report.problems.length ? " · degraded" : ""}`
+    : `${report.healthy ? "healthy" : "degraded"} · health report ${Math.round(age)} s old`;
 
   const grid = $("broadcasters");
   grid.textContent = "";
