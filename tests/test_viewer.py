@@ -70,6 +70,7 @@ class Viewer:
     api: ApiServer
     hosts: set[str] = field(default_factory=set)
     errors: list[str] = field(default_factory=list)
+    first: Page = field(init=False)
 
     def page(self) -> Page:
         page = self.context.new_page()
@@ -142,11 +143,18 @@ def make_stack(broker: str, sqlite_url: str, closing: list[Any]) -> Callable[...
 
 
 @pytest.fixture
-def viewer(browser: Browser, closing: list[Any]) -> Callable[[ApiServer], Viewer]:
-    def make(api: ApiServer) -> Viewer:
+def viewer(browser: Browser, closing: list[Any]) -> Callable[..., Viewer]:
+    """``viewer(api, signed_in=True)``: a fresh browser context (and its first page,
+    ``.first``), signed in through the sign-in link unless told otherwise."""
+
+    def make(api: ApiServer, *, signed_in: bool = True) -> Viewer:
         context = browser.new_context(viewport={"width": 1360, "height": 860})
         closing.append(context)
-        return Viewer(context, api)
+        view = Viewer(context, api)
+        view.first = view.page()
+        if signed_in:
+            view.sign_in(view.first)
+        return view
 
     return make
 
@@ -205,6 +213,34 @@ def screenshot(page: Page, name: str) -> Path:
     return path
 
 
+def note_row_times(page: Page) -> None:
+    """Record when each runs-list row appears and changes status (``window.rowTimes``), by the
+    page's clock: the same machine's clock the workers stamp started_at / finished_at with."""
+    page.evaluate("""() => {
+        window.rowTimes = {};
+        const note = () => {
+            for (const tr of document.querySelectorAll('#runs-body tr[data-run-id]')) {
+                const key = `${tr.dataset.runId} ${tr.dataset.status}`;
+                if (!(key in window.rowTimes)) window.rowTimes[key] = Date.now();
+            }
+        };
+        note();
+        new MutationObserver(note).observe(document.querySelector('#runs-body'),
+            {subtree: true, childList: true, attributes: true, attributeFilter: ['data-status']});
+    }""")
+
+
+def finished_at(stack: Stack, run_id: str) -> tuple[int, int]:
+    store = stack.store()
+    try:
+        run = store.run(run_id)
+    finally:
+        store.close()
+    assert run is not None
+    assert run.finished_at is not None
+    return run.started_at, run.finished_at
+
+
 def own_soketi(closing: list[Any]) -> Soketi:
     """A soketi of this test's own on a fixed port (a restart comes back on the same port)."""
     require(soketi_available(), "soketi (run `npm ci` in tools/) and node")
@@ -219,11 +255,10 @@ def own_soketi(closing: list[Any]) -> Soketi:
 
 @pytest.mark.timeout(180)
 def test_a_2000_line_run_watched_from_its_start_shows_every_line_once_in_order(
-        make_stack: Callable[..., Stack], viewer: Callable[[ApiServer], Viewer], soketi: Soketi) -> None:
+        make_stack: Callable[..., Stack], viewer: Callable[..., Viewer], soketi: Soketi) -> None:
     stack = make_stack(soketi)
     view = viewer(stack.api)
-    page = view.page()
-    view.sign_in(page)
+    page = view.first
     run_id = _run_id("watch")
     view.open_run(page, run_id)
     wait_for_state(page, "live", "pusher")
@@ -245,11 +280,10 @@ def test_a_2000_line_run_watched_from_its_start_shows_every_line_once_in_order(
 
 @pytest.mark.timeout(180)
 def test_a_page_opened_halfway_through_a_run_merges_history_and_live_without_gap_or_repeat(
-        make_stack: Callable[..., Stack], viewer: Callable[[ApiServer], Viewer], soketi: Soketi) -> None:
+        make_stack: Callable[..., Stack], viewer: Callable[..., Viewer], soketi: Soketi) -> None:
     stack = make_stack(soketi)
     view = viewer(stack.api)
-    page = view.page()
-    view.sign_in(page)
+    page = view.first
     run_id = _run_id("halfway")
     total = 3000
     stack.start_run("burst", run_id, lines=total, delay_ms=3)
@@ -276,7 +310,7 @@ def test_a_page_opened_halfway_through_a_run_merges_history_and_live_without_gap
 
 @pytest.mark.timeout(180)
 def test_a_live_message_lost_on_the_way_is_filled_from_history(
-        make_stack: Callable[..., Stack], viewer: Callable[[ApiServer], Viewer], soketi: Soketi,
+        make_stack: Callable[..., Stack], viewer: Callable[..., Viewer], soketi: Soketi,
         closing: list[Any]) -> None:
     # Workers publish through a proxy that can swallow a request and answer 200, as if
     # delivered; the browser connects to soketi itself (RELAYCAST_BROWSER_WS_PORT).
@@ -284,8 +318,7 @@ def test_a_live_message_lost_on_the_way_is_filled_from_history(
     closing.append(proxy)
     stack = make_stack(soketi, PUSHER_PORT=str(proxy.port), RELAYCAST_BROWSER_WS_PORT=str(soketi.port))
     view = viewer(stack.api)
-    page = view.page()
-    view.sign_in(page)
+    page = view.first
     run_id = _run_id("lossy")
     total = 800
     view.open_run(page, run_id)
@@ -305,17 +338,23 @@ def test_a_live_message_lost_on_the_way_is_filled_from_history(
 
 @pytest.mark.timeout(240)
 def test_soketi_stopped_mid_run_the_page_polls_then_goes_live_again_and_misses_nothing(
-        make_stack: Callable[..., Stack], viewer: Callable[[ApiServer], Viewer],
+        make_stack: Callable[..., Stack], viewer: Callable[..., Viewer],
         closing: list[Any]) -> None:
     server = own_soketi(closing)
     stack = make_stack(server)
     view = viewer(stack.api)
-    page = view.page()
-    view.sign_in(page)
+    page = view.first
     run_id = _run_id("outage")
     total = 2000
     view.open_run(page, run_id)
     wait_for_state(page, "live", "pusher")
+    page.evaluate("""() => {
+        const el = document.querySelector('#connection');
+        window.connectionLog = [];
+        new MutationObserver(() => window.connectionLog.push(
+            [Math.round(performance.now()), el.dataset.transport, el.dataset.state, el.title])
+        ).observe(el, {attributes: true, attributeFilter: ['data-state', 'data-transport']});
+    }""")
     stack.start_run("burst", run_id, lines=total, delay_ms=20)  # about 45 s of lines
     wait_for_lines(page, 150)
 
@@ -338,6 +377,7 @@ def test_soketi_stopped_mid_run_the_page_polls_then_goes_live_again_and_misses_n
     back_at = line_count(page)
     print(f"soketi restarted: live again after {time.monotonic() - restarted:.1f} s at line {back_at}")
     assert back_at < total, "back to live while the run still runs"
+    print("indicator:", page.evaluate("window.connectionLog"))
     wait_for_lines(page, total, timeout_s=90)
     page.wait_for_selector("#run-status[data-status='succeeded']", timeout=60_000)
     assert page.evaluate("relaycastView.seqs()") == list(range(1, total + 1)), "nothing missing or doubled"
@@ -348,11 +388,10 @@ def test_soketi_stopped_mid_run_the_page_polls_then_goes_live_again_and_misses_n
 
 @pytest.mark.timeout(180)
 def test_pusher_disabled_mid_run_switches_the_page_to_polling_and_the_run_completes_on_screen(
-        make_stack: Callable[..., Stack], viewer: Callable[[ApiServer], Viewer], soketi: Soketi) -> None:
+        make_stack: Callable[..., Stack], viewer: Callable[..., Viewer], soketi: Soketi) -> None:
     stack = make_stack(soketi, RELAYCAST_BROADCASTERS="pusher,log")
     view = viewer(stack.api)
-    page = view.page()
-    view.sign_in(page)
+    page = view.first
     run_id = _run_id("disable")
     total = 1500
     view.open_run(page, run_id)
@@ -372,53 +411,48 @@ def test_pusher_disabled_mid_run_switches_the_page_to_polling_and_the_run_comple
     assert changes[-1]["from"] == "pusher"
     at_switch = line_count(page)
     assert at_switch < total, "switched while the run still runs"
+    # The runs list, opened now, cannot hear admin events either: it re-reads GET /runs.
+    runs_page = view.page()
+    runs_page.goto(f"{stack.api.url}/ui/")
+    wait_for_state(runs_page, "polling", "polling")
+    runs_page.wait_for_selector(f"#runs-body tr[data-run-id='{run_id}'][data-status='running']")
+    note_row_times(runs_page)
+    runs_page.wait_for_selector(".bc[data-name='pusher'][data-state='disabled']")
+    assert "test: operator" in (runs_page.text_content(".bc[data-name='pusher'] .bc-reason") or "")
 
     wait_for_lines(page, total, timeout_s=90)
     page.wait_for_selector("#run-status[data-status='succeeded']", timeout=60_000)
     assert page.evaluate("relaycastView.seqs()") == list(range(1, total + 1))
     assert page.is_visible("#connection[data-state='polling'][data-transport='polling']")
+    runs_page.wait_for_selector(f"#runs-body tr[data-run-id='{run_id}'][data-status='succeeded']")
+    ended = runs_page.evaluate("window.rowTimes")[f"{run_id} succeeded"]
+    late_ms = ended - finished_at(stack, run_id)[1]
+    print(f"runs list by polling: 'succeeded' {late_ms} ms after the end")
+    assert late_ms <= 2000
+    screenshot(runs_page, "runs-list-pusher-disabled.png")
     view.check_clean()
 
 
 @pytest.mark.timeout(180)
 def test_the_runs_list_shows_a_run_within_2s_of_its_start_and_its_end_within_2s(
-        make_stack: Callable[..., Stack], viewer: Callable[[ApiServer], Viewer], soketi: Soketi) -> None:
+        make_stack: Callable[..., Stack], viewer: Callable[..., Viewer], soketi: Soketi) -> None:
     stack = make_stack(soketi)
     view = viewer(stack.api)
-    page = view.page()
-    view.sign_in(page)
+    page = view.first
     wait_for_state(page, "live", "pusher")
-    # When each run's row appears and changes status, by the page's own clock (the same
-    # machine's clock the workers stamp started_at / finished_at with).
-    page.evaluate("""() => {
-        window.rowTimes = {};
-        const note = () => {
-            for (const tr of document.querySelectorAll('#runs-body tr[data-run-id]')) {
-                const key = `${tr.dataset.runId} ${tr.dataset.status}`;
-                if (!(key in window.rowTimes)) window.rowTimes[key] = Date.now();
-            }
-        };
-        new MutationObserver(note).observe(document.querySelector('#runs-body'),
-            {subtree: true, childList: true, attributes: true, attributeFilter: ['data-status']});
-    }""")
+    note_row_times(page)
     run_id = _run_id("listed")
     stack.start_run("burst", run_id, lines=500, delay_ms=8)
     page.wait_for_selector(f"#runs-body tr[data-run-id='{run_id}'][data-status='succeeded']",
                            timeout=60_000)
     times: dict[str, int] = page.evaluate("window.rowTimes")
-    store = stack.store()
-    try:
-        run = store.run(run_id)
-    finally:
-        store.close()
-    assert run is not None
-    assert run.finished_at is not None
+    run_started, run_finished = finished_at(stack, run_id)
     shown = min(at for key, at in times.items() if key.startswith(f"{run_id} "))
     ended = times[f"{run_id} succeeded"]
-    print(f"\nruns list: row shown {shown - run.started_at} ms after the start, "
-          f"'succeeded' {ended - run.finished_at} ms after the end")
-    assert shown - run.started_at <= 2000
-    assert ended - run.finished_at <= 2000
+    print(f"\nruns list: row shown {shown - run_started} ms after the start, "
+          f"'succeeded' {ended - run_finished} ms after the end")
+    assert shown - run_started <= 2000
+    assert ended - run_finished <= 2000
 
     # A failed run too, then a fresh look for the screenshot (panel, chart).
     failed_id = _run_id("failing")
@@ -438,7 +472,7 @@ def test_the_runs_list_shows_a_run_within_2s_of_its_start_and_its_end_within_2s(
 
 @pytest.mark.timeout(240)
 def test_a_100000_line_stored_run_is_interactive_within_3s(
-        make_stack: Callable[..., Stack], viewer: Callable[[ApiServer], Viewer], soketi: Soketi) -> None:
+        make_stack: Callable[..., Stack], viewer: Callable[..., Viewer], soketi: Soketi) -> None:
     stack = make_stack(soketi, worker=False)
     run_id = _run_id("huge")
     total = 100_000
@@ -455,8 +489,7 @@ def test_a_100000_line_stored_run_is_interactive_within_3s(
     finally:
         store.close()
     view = viewer(stack.api)
-    page = view.page()
-    view.sign_in(page)
+    page = view.first
 
     # Interactive: lines on screen, and a user's scroll answered with the rows of the new place.
     started = time.monotonic()
@@ -505,11 +538,10 @@ def test_a_100000_line_stored_run_is_interactive_within_3s(
 
 @pytest.mark.timeout(180)
 def test_1000_lines_a_second_do_not_freeze_the_tab_and_follow_pauses_on_scroll_up(
-        make_stack: Callable[..., Stack], viewer: Callable[[ApiServer], Viewer], soketi: Soketi) -> None:
+        make_stack: Callable[..., Stack], viewer: Callable[..., Viewer], soketi: Soketi) -> None:
     stack = make_stack(soketi)
     view = viewer(stack.api)
-    page = view.page()
-    view.sign_in(page)
+    page = view.first
     run_id = _run_id("fast")
     total = 10_000
     view.open_run(page, run_id)
@@ -568,7 +600,7 @@ def test_1000_lines_a_second_do_not_freeze_the_tab_and_follow_pauses_on_scroll_u
 
 
 def test_sign_in_in_the_browser_and_html_in_a_line_renders_as_text(
-        make_stack: Callable[..., Stack], viewer: Callable[[ApiServer], Viewer]) -> None:
+        make_stack: Callable[..., Stack], viewer: Callable[..., Viewer]) -> None:
     stack = make_stack(None, worker=False)
     run_id = _run_id("html")
     hostile = ["<script>window.pwned = 1</script>", '<img src=x onerror="window.pwned = 2">',
@@ -580,8 +612,8 @@ def test_sign_in_in_the_browser_and_html_in_a_line_renders_as_text(
                             for i, message in enumerate(hostile, start=1)])
     finally:
         store.close()
-    view = viewer(stack.api)
-    page = view.page()
+    view = viewer(stack.api, signed_in=False)
+    page = view.first
     answer = page.goto(f"{stack.api.url}/ui/")
     assert answer is not None
     assert answer.status == 401

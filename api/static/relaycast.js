@@ -317,7 +317,6 @@ class Hub {
     this.timer = null;
     this.refreshing = null;
     this.heardChangeAt = 0;
-    this.configError = null;
   }
 
   attach(feed) {
@@ -352,9 +351,7 @@ class Hub {
     let next;
     try {
       next = await this.http.get("ui/config");
-      this.configError = null;
     } catch (error) {
-      this.configError = error;
       if (!this.config) for (const feed of this.feeds) feed.configUnavailable(error);
       this._watch(this.config ? this.config.config_refresh_ms : 2000);
       return;
