@@ -309,7 +309,7 @@ def test_a_page_opened_halfway_through_a_run_merges_history_and_live_without_gap
 
 
 @pytest.mark.timeout(180)
-def test_a_live_message_lost_on_the_way_is_filled_from_history(
+def test_a_live_message_lost_on_the_way_or_a_truncated_line_is_filled_from_history(
         make_stack: Callable[..., Stack], viewer: Callable[..., Viewer], soketi: Soketi,
         closing: list[Any]) -> None:
     # Workers publish through a proxy that can swallow a request and answer 200, as if
@@ -320,18 +320,27 @@ def test_a_live_message_lost_on_the_way_is_filled_from_history(
     view = viewer(stack.api)
     page = view.first
     run_id = _run_id("lossy")
-    total = 800
+    total = 1201  # 1,200 lines and, in the middle (seq 601), one of 12,000 bytes: too large for Pusher
     view.open_run(page, run_id)
     wait_for_state(page, "live", "pusher")
-    stack.start_run("burst", run_id, lines=total, delay_ms=5)
-    wait_for_lines(page, 100)
-    proxy.fail_next(200, "{}")  # the next publish never reaches soketi
+    stack.start_run("burst", run_id, lines=1200, delay_ms=5, big_line_bytes=12_000)
+    wait_for_lines(page, 50)
+    proxy.fail_next(200, "{}")  # the next publish (long before seq 601) never reaches soketi
     wait_for_lines(page, total)
     assert page.evaluate("relaycastView.seqs()") == list(range(1, total + 1))
     stats = page.evaluate("relaycastView.stats()")
-    print(f"\none message swallowed: {stats}")
+    print(f"\none message swallowed, one line truncated live: {stats}")
     assert stats["gapFills"] >= 1
     assert stats["history"] >= 1, "the lost lines came from history"
+    assert stats["truncated"] == 1
+    big = page.evaluate("""() => {
+        relaycastView.setFollow(false);
+        const log = document.querySelector('#log');
+        log.scrollTop = 600 * 22;
+        relaycastView.renderNow();
+        return document.querySelector("#log .line[data-seq='601'] .msg").textContent;
+    }""")
+    assert big == "é" * 6000, "the whole line, from history, not the truncated live one"
     assert page.is_visible("#connection[data-state='live'][data-transport='pusher']")
     view.check_clean()
 

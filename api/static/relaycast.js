@@ -14,7 +14,8 @@
  * (pusher-js, loaded from vendor/ beside this file only when needed) or "polling" (the
  * history endpoint). Whatever happens to the live connection, the view is complete: the
  * client subscribes FIRST, then loads history (GET /runs/{id}/logs?after_seq=, paged by
- * next_after_seq), merges by seq and drops repeats, fetches any gap from history, catches
+ * next_after_seq), merges by seq and drops repeats, fetches any gap (and any line the
+ * provider's size limit truncated) from history, catches
  * up after every (re)subscription, and polls history whenever live delivery is not
  * possible (config says "polling", or the WebSocket is down for more than a moment). Only
  * the latency changes.
@@ -496,7 +497,8 @@ class LogFeed extends Feed {
     this.polling = false;
     this.pollFailures = 0;
     this.everLive = false;
-    this.stats = { live: 0, history: 0, repeats: 0, gapFills: 0, catchUps: 0, polls: 0 };
+    this.wantHistory = false; // a truncated live line: fetch it whole
+    this.stats = { live: 0, history: 0, repeats: 0, truncated: 0, gapFills: 0, catchUps: 0, polls: 0 };
   }
 
   channel(config) {
@@ -581,6 +583,12 @@ class LogFeed extends Feed {
         this.stats.repeats += 1;
         continue;
       }
+      if (line.truncated) {
+        // Too large for the provider: the message was cut; history has the whole line.
+        this.stats.truncated += 1;
+        this.wantHistory = true;
+        continue;
+      }
       this.stats.live += 1;
       if (line.seq === this.lastSeq + 1) {
         out.push(line);
@@ -595,12 +603,13 @@ class LogFeed extends Feed {
   }
 
   checkGap() {
-    if (!this.pending.size || this.gapTimer || this.closed) return;
+    if (!(this.pending.size || this.wantHistory) || this.gapTimer || this.closed) return;
     // A gap: lines may arrive out of order; if they do not, history has them (every line is
     // stored before it is broadcast).
     this.gapTimer = setTimeout(() => {
       this.gapTimer = null;
-      if (this.pending.size) {
+      if (this.pending.size || this.wantHistory) {
+        this.wantHistory = false;
         this.stats.gapFills += 1;
         this.catchUp().catch(() => this.checkGap());
       }
