@@ -75,6 +75,7 @@ class Viewer:
     def page(self) -> Page:
         page = self.context.new_page()
         page.on("request", lambda request: self.hosts.add(urlsplit(request.url).hostname or ""))
+        page.on("websocket", lambda socket: self.hosts.add(urlsplit(socket.url).hostname or ""))
         page.on("pageerror", lambda error: self.errors.append(f"page error: {error}"))
         page.on("console", lambda message: self.errors.append(f"console: {message.text}")
                 if "Content Security Policy" in message.text else None)
