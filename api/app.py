@@ -7,8 +7,10 @@
   channels only (``{prefix}logs-*``, ``{prefix}admin-*``).
 
 With ``RELAYCAST_ADMIN_TOKEN`` set, every endpoint needs ``Authorization: Bearer <token>``
-or the viewer's session cookie (:mod:`api.auth`); without it, ``relaycast api`` listens on
-loopback only. The viewer's pages and their JSON are in :mod:`api.ui`.
+or the viewer's session cookie (:mod:`api.auth`; the OpenAPI schema and its docs pages
+too); without it, ``relaycast api`` listens on loopback only. Answers are JSON that is
+always valid UTF-8: a lone surrogate stored by an older version becomes U+FFFD rather than
+a 500. The viewer's pages and their JSON are in :mod:`api.ui`.
 """
 
 from __future__ import annotations
@@ -18,45 +20,68 @@ from typing import Annotated, Any
 from urllib.parse import parse_qs
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse
 
+from api.auth import Auth
+from api.ui import build_router, sent_per_minute
+from broadcasters.base import encode_json
+from broadcasters.factory import build_state
+from broadcasters.wire import Channels, InvalidRunId
 from config import Settings
+from tasks.reporting import current_report
+from workflows.store import store_for
 
 MAX_PAGE = 10_000
+#: The largest seq SQL holds (a 32-bit integer column).
+MAX_SEQ = 2**31 - 1
+
+
+class SafeJSONResponse(JSONResponse):
+    """JSON encoded as relaycast sends it to providers: valid UTF-8 whatever the data."""
+
+    def render(self, content: Any) -> bytes:
+        return encode_json(content).encode("utf-8")
 
 
 def create_app(settings: Settings) -> FastAPI:
-    from api.auth import Auth
-    from api.ui import build_router, sent_per_minute
-    from broadcasters.factory import build_state
-    from workflows.log_stream import InvalidRunId, validate_run_id
-    from workflows.store import store_for
-
-    app = FastAPI(title="relaycast", version="0.1.0")
+    app = FastAPI(title="relaycast", version="0.1.0", docs_url=None, redoc_url=None,
+                  openapi_url=None, default_response_class=SafeJSONResponse)
     state = build_state(settings)
+    channels = Channels(settings.channel_prefix)
     auth = Auth(settings.admin_token.get_secret_value() if settings.admin_token else None)
     guard = [Depends(auth.require)]
 
-    @app.get("/admin/broadcaster-status", dependencies=guard)
-    def broadcaster_status() -> JSONResponse:
-        from tasks.health import current_report
+    @app.get("/healthz", include_in_schema=False)
+    def healthz() -> dict[str, bool]:
+        """Liveness for process supervisors (no token: it says nothing but "up")."""
+        return {"ok": True}
 
-        report = current_report(settings, state)
-        return JSONResponse({**report.model_dump(mode="json"), **sent_per_minute(settings, state)},
-                            status_code=200)
+    @app.get("/openapi.json", dependencies=guard, include_in_schema=False)
+    def openapi() -> dict[str, Any]:
+        return app.openapi()
+
+    @app.get("/docs", dependencies=guard, include_in_schema=False)
+    def docs() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="relaycast API")
+
+    @app.get("/admin/broadcaster-status", dependencies=guard)
+    def broadcaster_status() -> dict[str, Any]:
+        return {**current_report(settings, state).model_dump(mode="json"),
+                **sent_per_minute(settings, state)}
 
     @app.get("/runs/{run_id}/logs", dependencies=guard)
     def run_logs(run_id: str,
-                 after_seq: Annotated[int, Query(ge=0)] = 0,
+                 after_seq: Annotated[int, Query(ge=0, le=MAX_SEQ)] = 0,
                  limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = MAX_PAGE) -> dict[str, Any]:
         try:
-            validate_run_id(run_id, settings.channel_prefix)
+            channels.validate_run_id(run_id)
         except InvalidRunId as exc:
             raise HTTPException(status_code=400, detail=str(exc)) from None
         lines = store_for(settings.database_url_or_default).lines(run_id, after_seq, limit)
         return {
             "run_id": run_id,
-            "channel": f"{settings.channel_prefix}logs-{run_id}",
+            "channel": channels.logs(run_id),
             "events": [{"seq": x.seq, "ts": x.ts, "level": x.level, "message": x.message,
                         "data": x.data} for x in lines],
             "next_after_seq": lines[-1].seq if lines else after_seq,
@@ -75,9 +100,7 @@ def create_app(settings: Settings) -> FastAPI:
         socket_id, channel = fields.get("socket_id", ""), fields.get("channel_name", "")
         if not socket_id or not channel:
             raise HTTPException(status_code=400, detail="socket_id and channel_name are required")
-        prefix = settings.channel_prefix
-        ours = (channel.startswith(f"{prefix}logs-") or channel.startswith(f"{prefix}admin-"))
-        if not channel.startswith("private-") or channel.startswith("private-encrypted-") or not ours:
+        if not channels.is_ours(channel):
             raise HTTPException(status_code=403, detail=f"not a relaycast channel: {channel}")
         if not settings.provider_configured("pusher"):
             raise HTTPException(status_code=503, detail="Pusher is not configured")

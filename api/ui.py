@@ -28,14 +28,17 @@ import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import FileResponse, RedirectResponse, Response, StreamingResponse
 
 from api.auth import PAGE_HEADERS, Auth
 from broadcasters.state import SharedState
+from broadcasters.wire import Channels, InvalidRunId
 from config import Settings
+from workflows.models import RunStatus
+from workflows.store import LogStore, store_for
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 #: Content types of the files served from ``/ui/static`` (anything else is not served).
@@ -47,7 +50,6 @@ STATIC_TYPES = {
 }
 #: Lines per database query while streaming a download.
 DOWNLOAD_PAGE = 5000
-RunStatus = Literal["running", "succeeded", "failed"]
 
 
 def browser_config(settings: Settings, state: SharedState) -> dict[str, Any]:
@@ -76,8 +78,8 @@ def browser_config(settings: Settings, state: SharedState) -> dict[str, Any]:
         "active_broadcaster": active,
         "channel_prefix": settings.channel_prefix,
         "poll_interval_ms": poll_ms,
-        # The client re-reads this config this often: a provider-changed announcement
-        # travels through the new broadcaster, which a browser may not hear (e.g. log).
+        # The client re-reads this config this often: after a quota stop or an outage the
+        # provider-changed announcement cannot reach a Pusher page (it goes to log).
         "config_refresh_ms": max(2000, 3 * poll_ms),
         "pusher": None,
     }
@@ -88,14 +90,14 @@ def browser_config(settings: Settings, state: SharedState) -> dict[str, Any]:
     return config
 
 
-def _run_json(run: Any, counts: tuple[int, int] | None, prefix: str) -> dict[str, Any]:
+def _run_json(run: Any, counts: tuple[int, int] | None, channels: Channels) -> dict[str, Any]:
     finished = run.finished_at
     return {
         "run_id": run.run_id, "workflow": run.workflow, "status": run.status,
         "params": run.params, "started_at": run.started_at, "finished_at": finished,
         "duration_s": round((finished - run.started_at) / 1000, 3) if finished else None,
         "error": run.error, "lines": counts[0] if counts else 0,
-        "last_seq": counts[1] if counts else 0, "channel": f"{prefix}logs-{run.run_id}",
+        "last_seq": counts[1] if counts else 0, "channel": channels.logs(run.run_id),
     }
 
 
@@ -111,19 +113,16 @@ def _ndjson_line(line: Any) -> str:
 
 
 def build_router(settings: Settings, state: SharedState, auth: Auth) -> APIRouter:
-    from workflows.log_stream import InvalidRunId, validate_run_id
-    from workflows.store import store_for
-
     router = APIRouter()
     guard = [Depends(auth.require)]
-    prefix = settings.channel_prefix
+    channels = Channels(settings.channel_prefix)
 
-    def store() -> Any:
+    def store() -> LogStore:
         return store_for(settings.database_url_or_default)
 
     def checked(run_id: str) -> str:
         try:
-            return validate_run_id(run_id, prefix)
+            return channels.validate_run_id(run_id)
         except InvalidRunId as exc:
             raise HTTPException(status_code=400, detail=str(exc)) from None
 
@@ -180,7 +179,7 @@ def build_router(settings: Settings, state: SharedState, auth: Auth) -> APIRoute
                   status: RunStatus | None = None) -> dict[str, Any]:
         runs = store().recent_runs(limit, status)
         counts = store().line_counts(r.run_id for r in runs)
-        return {"runs": [_run_json(r, counts.get(r.run_id), prefix) for r in runs]}
+        return {"runs": [_run_json(r, counts.get(r.run_id), channels) for r in runs]}
 
     @router.get("/runs/{run_id}", dependencies=guard)
     def one_run(run_id: str) -> dict[str, Any]:
@@ -193,8 +192,8 @@ def build_router(settings: Settings, state: SharedState, auth: Auth) -> APIRoute
             # Lines without a run record (stored by code outside a workflow task).
             return {"run_id": run_id, "workflow": None, "status": None, "params": {},
                     "started_at": None, "finished_at": None, "duration_s": None, "error": None,
-                    "lines": counts[0], "last_seq": counts[1], "channel": f"{prefix}logs-{run_id}"}
-        return _run_json(run, counts, prefix)
+                    "lines": counts[0], "last_seq": counts[1], "channel": channels.logs(run_id)}
+        return _run_json(run, counts, channels)
 
     def download(run_id: str, render: Any, media_type: str, suffix: str) -> StreamingResponse:
         run_id = checked(run_id)

@@ -18,7 +18,7 @@ from typing import Any
 
 from broadcasters.pusher import pusher_client as build_pusher_client
 from config import load_settings
-from tasks.app import app
+from tasks.celery_app import app
 
 BASELINE_QUEUE = "baseline"
 TASK_NAME = "benchmarks.baseline.publish_line"

@@ -190,15 +190,19 @@ def _handshake() -> None:
 
 
 def run_relaycast(args: argparse.Namespace) -> dict[str, Any]:
-    from workflows.emitter import Emitter, get_emitter
+    import tasks.celery_app  # noqa: F401 - wires this process's emitter to the broadcast queue
+    from workflows.emitter import Emitter
     from workflows.log_stream import LogStream
+    from workflows.outbox import Outbox
+    from workflows.process import get_emitter
     from workflows.store import LogStore
+    from workflows.writer import LineWriter
 
     timings: Timings = {}
     _instrument(Emitter, "flush_once", timings, "flush_once")
-    _instrument(Emitter, "_store_lines", timings, "store_lines")
-    _instrument(LogStore, "insert_lines", timings, "sql_insert")
-    _instrument(Emitter, "_send_unsent", timings, "enqueue")
+    _instrument(LineWriter, "write", timings, "store_lines")
+    _instrument(LogStore, "append", timings, "sql_insert")
+    _instrument(Outbox, "send", timings, "enqueue")
 
     warm = LogStream(args.warmup_run_id)
     for i in range(1, args.warmup_lines + 1):

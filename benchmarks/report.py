@@ -307,8 +307,8 @@ def render(report: dict[str, Any]) -> str:
         lines += ["", "relaycast flusher (burst, in the producer; instrumented from outside):"]
         delivered = _get(relay, "burst", "expected") or 1
         for key, label in (("flush_once", "flush_once total"),
-                           ("store_lines", "  number + build rows + SQL"),
-                           ("sql_insert", "    SQL insert (LogStore.insert_lines)"),
+                           ("store_lines", "  clean + number + SQL (LineWriter.write)"),
+                           ("sql_insert", "    SQL transaction (LogStore.append)"),
                            ("enqueue", "  enqueue (broadcast.apply_async)")):
             value = flusher.get(key)
             if value:

@@ -1,6 +1,6 @@
 """Broadcasters: provider adapters, one error taxonomy, the manager and its shared state."""
 
-from broadcasters.base import Broadcaster, Message, SendResult
+from broadcasters.base import Attempt, Broadcaster, Message
 from broadcasters.errors import (
     AuthFailed,
     BadRequest,
@@ -12,19 +12,22 @@ from broadcasters.errors import (
 )
 from broadcasters.manager import BroadcasterManager, SendReport
 from broadcasters.packing import LogBatch
+from broadcasters.wire import Batch, Channels
 
 __all__ = [
+    "Attempt",
     "AuthFailed",
     "BadRequest",
+    "Batch",
     "BroadcastError",
     "Broadcaster",
     "BroadcasterManager",
+    "Channels",
     "LogBatch",
     "Message",
     "PayloadTooLarge",
     "QuotaExceeded",
     "RateLimited",
     "SendReport",
-    "SendResult",
     "TransientError",
 ]

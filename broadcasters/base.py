@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -18,14 +19,27 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
-from broadcasters.errors import BadRequest, BroadcastError, PayloadTooLarge, TransientError
+from broadcasters.errors import BroadcastError, PayloadTooLarge, TransientError
 
 logger = logging.getLogger(__name__)
 
 
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def without_lone_surrogates(text: str) -> str:
+    return _LONE_SURROGATE.sub("\ufffd", text) if _LONE_SURROGATE.search(text) else text
+
+
 def encode_json(value: Any) -> str:
-    """Compact JSON as sent on the wire; anything JSON cannot hold becomes its ``str``."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
+    """Compact JSON as sent on the wire; anything JSON cannot hold becomes its ``str``.
+
+    The result is always encodable as UTF-8: a lone surrogate (a file name that was not
+    UTF-8, decoded with ``os.fsdecode``) that reached this far becomes U+FFFD, so that one
+    line can never stop a message, or a batch, from being sent.
+    """
+    return without_lone_surrogates(
+        json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str))
 
 
 @dataclass(frozen=True)
@@ -60,8 +74,9 @@ class Message:
 
 
 @dataclass
-class SendResult:
-    """What one :meth:`Broadcaster.send` call did, message by message."""
+class Attempt:
+    """What one :meth:`Broadcaster.send` call did, message by message (the manager's
+    :class:`~broadcasters.manager.SendReport` sums the attempts of every broadcaster)."""
 
     broadcaster: str
     delivered: list[Message] = field(default_factory=list)
@@ -74,22 +89,27 @@ class SendResult:
 
 
 class Broadcaster(ABC):
-    """A provider adapter. Subclasses set ``name``, ``max_message_bytes``, ``max_batch``."""
+    """A provider adapter. Subclasses set ``name``, ``max_message_bytes``, ``max_batch``,
+    and ``live`` (False for sinks such as ``log`` that no browser receives)."""
 
     name: str = "base"
+    #: Does a delivery reach subscribers? A line only a non-live broadcaster took is still
+    #: owed to a live one (the manager keeps it pending).
+    live: bool = True
     #: Largest ``payload`` (UTF-8 bytes) the provider accepts for one message.
     max_message_bytes: int = 10_000
     #: Messages per provider request.
     max_batch: int = 1
 
-    def send(self, messages: Sequence[Message]) -> SendResult:
+    def send(self, messages: Sequence[Message]) -> Attempt:
         """Send ``messages``; never raises for a provider failure, reports it per message.
 
-        A failure that concerns the provider rather than one request (quota, auth, rate
-        limit, transient) stops the call: the remaining messages fail with the same error
-        without a request, so a spent quota or an outage costs one request, not one per batch.
+        A retryable failure concerns the provider rather than the request (quota, auth, rate
+        limit, transient): it stops the call, and the remaining messages fail with the same
+        error without a request, so a spent quota or an outage costs one request, not one per
+        batch. A final one (too large, bad request) fails that request's messages only.
         """
-        result = SendResult(self.name)
+        result = Attempt(self.name)
         sendable: list[Message] = []
         for message in messages:
             if message.size_bytes > self.max_message_bytes:
@@ -117,7 +137,7 @@ class Broadcaster(ABC):
             logger.warning(
                 "broadcaster=%s request of %d message(s) failed: %s", self.name, len(chunk), error
             )
-            if isinstance(error, PayloadTooLarge | BadRequest):
+            if not error.retryable:
                 result.failed.extend((message, error) for message in chunk)
                 continue
             result.failed.extend((message, error) for message in sendable[start:])

@@ -2,18 +2,29 @@
 
 ``BroadcastError`` is the root; each category says what the manager does next:
 
-============== ====================================================== ===========
-category       meaning                                                retry?
-============== ====================================================== ===========
-quota          daily/monthly message quota spent (Pusher 403/402,     next provider;
-               Ably 40112)                                            flag until reset
-rate_limited   too many requests now (HTTP 429, Ably 4291x)           short pause, next
-too_large      a message over the provider's size limit               never (split first)
-bad_request    the provider refused the request as malformed          never
-auth           credentials rejected or app disabled                   never; flag until
-                                                                      re-enabled
-transient      5xx, timeouts, connection errors                       yes, with backoff
-============== ====================================================== ===========
+============== ================================================ ========= ====================
+category       meaning                                          retryable the broadcaster is
+============== ================================================ ========= ====================
+quota          daily/monthly message quota spent (Pusher        yes       off for every worker
+               403/402, Ably 40112)                                       until the reset
+rate_limited   too many requests now (HTTP 429, Ably 4291x)     yes       paused for
+                                                                          ``retry_after_s``
+too_large      a message over the provider's size limit         no        left alone
+bad_request    the provider refused the request as malformed    no        left alone
+auth           credentials rejected or app disabled             yes       off until re-enabled
+transient      5xx, timeouts, connection errors                 yes       left alone
+============== ================================================ ========= ====================
+
+The policy is carried by the classes and read by the code that acts on it
+(:class:`~broadcasters.base.Broadcaster` and :class:`~broadcasters.manager.BroadcasterManager`):
+
+* ``retryable``: could the message get through if sent again, later or by another
+  broadcaster? ``False`` is final for that message (nothing is retried that cannot
+  succeed); every other message of the request still goes. ``True`` means the failure is
+  the provider's, not the message's: the call stops for that provider (one request finds
+  out, not one per chunk), the next broadcaster is tried, and what nobody took is retried
+  with backoff.
+* ``flag``: what happens to the broadcaster for every worker (see :class:`FlagAction`).
 
 Categories are decided from the status code and the body (see :func:`classify_http`),
 never from the exception class a vendor library happens to raise: Pusher's over-quota
@@ -22,14 +33,27 @@ answer is a 403 like an app-disabled one, and Ably's account limit comes as HTTP
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import ClassVar
+
+
+class FlagAction(StrEnum):
+    """What an error does to its broadcaster, for every worker."""
+
+    #: Off until the provider's quota resets (UTC midnight, or ``RELAYCAST_QUOTA_DISABLE``).
+    UNTIL_RESET = "until-reset"
+    #: Off until an operator runs ``relaycast enable``.
+    UNTIL_ENABLED = "until-enabled"
+    #: Paused for the error's ``retry_after_s``.
+    PAUSE = "pause"
 
 
 class BroadcastError(Exception):
     """Root of every failure a broadcaster reports."""
 
     category: ClassVar[str] = "error"
-    retryable: ClassVar[bool] = False
+    retryable: ClassVar[bool] = True
+    flag: ClassVar[FlagAction | None] = None
 
     def __init__(self, detail: str, *, status: int | None = None) -> None:
         super().__init__(detail)
@@ -45,13 +69,14 @@ class QuotaExceeded(BroadcastError):
     """The provider's message quota is spent; nothing more goes through until it resets."""
 
     category = "quota"
+    flag = FlagAction.UNTIL_RESET
 
 
 class RateLimited(BroadcastError):
     """Too many requests right now; ``retry_after_s`` says when to try again."""
 
     category = "rate_limited"
-    retryable = True
+    flag = FlagAction.PAUSE
 
     def __init__(self, detail: str, *, retry_after_s: float, status: int | None = None) -> None:
         super().__init__(detail, status=status)
@@ -62,25 +87,27 @@ class PayloadTooLarge(BroadcastError):
     """A message exceeds the provider's size limit even after splitting."""
 
     category = "too_large"
+    retryable = False
 
 
 class BadRequest(BroadcastError):
     """The provider refused the request as malformed; sending it again cannot help."""
 
     category = "bad_request"
+    retryable = False
 
 
 class AuthFailed(BroadcastError):
     """Credentials rejected (or the app disabled): stop until an operator re-enables."""
 
     category = "auth"
+    flag = FlagAction.UNTIL_ENABLED
 
 
 class TransientError(BroadcastError):
     """Server errors, timeouts and connection failures: worth retrying with backoff."""
 
     category = "transient"
-    retryable = True
 
 
 CATEGORIES: tuple[str, ...] = tuple(

@@ -7,7 +7,30 @@ from broadcasters.log import LogBroadcaster
 from broadcasters.manager import BroadcasterManager
 from broadcasters.state import SharedState, state_from_url
 from broadcasters.stub import StubBroadcaster
+from broadcasters.wire import Channels
 from config import Settings
+
+
+def broadcaster_class(name: str) -> type[Broadcaster]:
+    """The class behind a broadcaster name (provider SDKs are imported only when asked for)."""
+    if name == "pusher":
+        from broadcasters.pusher import PusherBroadcaster
+
+        return PusherBroadcaster
+    if name == "ably":
+        from broadcasters.ably import AblyBroadcaster
+
+        return AblyBroadcaster
+    if name == "log":
+        return LogBroadcaster
+    if name == "stub":
+        return StubBroadcaster
+    raise ValueError(f"no broadcaster called {name!r}")
+
+
+def is_live(name: str) -> bool:
+    """Does a delivery by ``name`` reach browsers?"""
+    return broadcaster_class(name).live
 
 
 def build_broadcaster(name: str, settings: Settings) -> Broadcaster:
@@ -37,5 +60,5 @@ def build_manager(settings: Settings, state: SharedState | None = None) -> Broad
         state if state is not None else build_state(settings),
         quota_disable_s=settings.quota_disable_s,
         flag_cache_ms=settings.flag_cache_ms,
-        control_channel=f"{settings.channel_prefix}admin-events",
+        control_channel=Channels(settings.channel_prefix).admin_events,
     )

@@ -2,7 +2,9 @@
 
 The embedded default and the last resort: it never fails for a provider reason, so with
 the default order (every configured provider, then ``log``) a line always goes somewhere
-an operator can read.
+an operator can read. It is not *live*: no browser receives what it writes, so while a live
+provider is configured the manager keeps such lines owed to it (see
+:mod:`broadcasters.manager`).
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ logger = logging.getLogger("relaycast.broadcast")
 
 class LogBroadcaster(Broadcaster):
     name = "log"
+    #: Operators read it; browsers do not: lines it takes are still owed to a live broadcaster.
+    live = False
     max_message_bytes = 1 << 20
     max_batch = 100
 

@@ -18,9 +18,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from broadcasters.base import Message, encode_json
+from broadcasters.base import Message, encode_json, without_lone_surrogates
+from broadcasters.wire import LOG_EVENT, message_id
 
-LOG_EVENT = "log"
 TRUNCATION_MARK = " … [truncated {cut} bytes; the full line is in the history]"
 
 
@@ -40,14 +40,9 @@ def _utf8_len(text: str) -> int:
     return len(text.encode("utf-8"))
 
 
-def message_id(run_id: str, first_seq: int, last_seq: int) -> str:
-    """Stable id of the message carrying ``first_seq..last_seq`` of ``run_id``."""
-    return f"{run_id}:{first_seq}-{last_seq}"
-
-
 def truncate_event(event: Mapping[str, Any], budget_bytes: int) -> str:
     """Encode ``event`` within ``budget_bytes`` by shortening its message and dropping its data."""
-    message = str(event.get("message", ""))
+    message = without_lone_surrogates(str(event.get("message", "")))
     original = _utf8_len(encode_json(event))
     raw = message.encode("utf-8")
     keep = len(raw)

@@ -14,7 +14,8 @@ from datetime import UTC, datetime
 
 from pydantic import BaseModel, Field, computed_field
 
-from broadcasters.state import SharedState, next_utc_midnight
+from broadcasters.factory import is_live
+from broadcasters.state import BroadcasterState, SharedState, next_utc_midnight
 from config import Settings
 
 LATEST_KEY = "health:latest"
@@ -24,8 +25,11 @@ PROVIDERS_WITH_QUOTA = ("pusher", "ably")
 
 class BroadcasterHealth(BaseModel):
     name: str
-    state: str  # "enabled", "disabled" or "paused"
+    state: BroadcasterState
+    #: Does it reach browsers? (``log`` does not.)
+    live: bool = True
     reason: str | None = None
+    cause: str | None = None
     since: float | None = None
     until: float | None = None
     set_by: str | None = None
@@ -44,6 +48,11 @@ class BroadcasterHealth(BaseModel):
     quota_used_fraction: float | None = None
     quota_warning: bool = False
     quota_exhausted_at: float | None = None
+    last_ok_at: float | None = None
+    last_error_at: float | None = None
+    last_error: str | None = None
+    #: Its latest call failed (within the last two intervals): since when.
+    failing_since: float | None = None
 
 
 class PipelineHealth(BaseModel):
@@ -55,6 +64,8 @@ class PipelineHealth(BaseModel):
     broadcast_tasks_last_hour: int = 0
     broadcast_lines_last_hour: int = 0
     oldest_unbroadcast_age_s: float | None = None
+    #: Batches published without their predecessor (the ordering gate's bound ran out).
+    gate_timeouts_last_hour: int = 0
     errors: list[str] = Field(default_factory=list)
 
 
@@ -81,20 +92,29 @@ def window_minutes(interval_s: float) -> int:
     return max(1, math.ceil(interval_s / 60))
 
 
+def failing_window_s(settings: Settings) -> float:
+    """How recent a failure must be to count as "failing now"."""
+    return max(60.0, 2 * settings.health_interval_s)
+
+
 def broadcaster_health(settings: Settings, state: SharedState, now: float) -> list[BroadcasterHealth]:
     minutes = window_minutes(settings.health_interval_s)
     names = settings.broadcaster_order
     flags = state.flags(names)
+    outcomes = state.outcomes(names)
     rows = []
     for name in names:
         flag = flags.get(name)
+        outcome = outcomes.get(name)
         recent = state.counts(name, minutes=minutes)
         hour = state.counts(name, minutes=60)
         attempts = hour.sent + hour.failed_total
         row = BroadcasterHealth(
             name=name,
-            state=flag.kind if flag else "enabled",
+            state=flag.kind if flag else BroadcasterState.ENABLED,
+            live=is_live(name),
             reason=flag.reason if flag else None,
+            cause=flag.cause if flag else None,
             since=flag.since if flag else None,
             until=flag.until if flag else None,
             set_by=flag.set_by if flag else None,
@@ -110,6 +130,10 @@ def broadcaster_health(settings: Settings, state: SharedState, now: float) -> li
             latency_p95_ms=hour.latency_percentile_ms(0.95),
             usage_today=state.usage_today(name)["messages"],
         )
+        if outcome is not None:
+            row.last_ok_at, row.last_error_at = outcome.ok_at, outcome.error_at
+            row.last_error = outcome.error
+            row.failing_since = outcome.failing_since(now, failing_window_s(settings))
         if name in PROVIDERS_WITH_QUOTA:
             quota = settings.daily_quota
             row.daily_quota = quota
@@ -137,17 +161,25 @@ def build_report(settings: Settings, state: SharedState, pipeline: PipelineHealt
     report = HealthReport(
         generated_at=now, interval_s=settings.health_interval_s,
         window_minutes=window_minutes(settings.health_interval_s),
-        state_backend=state.backend_name, state_errors=state.store_errors,
+        state_backend=state.backend_name, state_errors=state.errors,
         active_broadcaster=active_broadcaster, broadcasters=rows, pipeline=pipeline)
+    live = [row for row in rows if row.live]
     for row in rows:
-        if row.state != "enabled":
+        if row.state is not BroadcasterState.ENABLED:
             report.problems.append(f"{row.name} {row.state}: {row.reason}")
+        elif row.live and row.failing_since is not None:
+            report.problems.append(f"{row.name} failing since {_when(row.failing_since)}: "
+                                   f"{row.last_error}")
         if row.quota_warning:
             report.warnings.append(
                 f"{row.name} used {row.quota_used_fraction:.0%} of its daily quota")
         if row.quota_exhausted_at is not None and row.state == "enabled":
             report.warnings.append(f"{row.name} quota runs out at "
                                    f"{_when(row.quota_exhausted_at)} at the current rate")
+    carrier = next((row for row in rows if row.name == active_broadcaster), None)
+    if live and carrier is not None and not carrier.live:
+        report.problems.append(f"traffic is on {carrier.name}, which no browser receives: "
+                               f"viewers fall back to polling the history")
     if pipeline.dead_lettered_interval:
         report.problems.append(f"{pipeline.dead_lettered_interval} batch(es) dead-lettered")
     if pipeline.lines_dropped_interval:
@@ -156,27 +188,19 @@ def build_report(settings: Settings, state: SharedState, pipeline: PipelineHealt
     if pipeline.oldest_unbroadcast_age_s is not None and pipeline.oldest_unbroadcast_age_s > stuck_after_s:
         report.problems.append(
             f"a line has waited {pipeline.oldest_unbroadcast_age_s:.0f}s to be broadcast")
-    if state.store_errors:
-        report.problems.append(f"shared state unreachable ({state.store_errors} error(s))")
+    if state.errors:
+        report.problems.append(f"shared state unreachable ({state.errors} error(s))")
     report.problems.extend(pipeline.errors)
     return report
 
 
 def save_latest(state: SharedState, report: HealthReport) -> None:
     """The latest report, expiring after about two intervals (a silent beat shows as stale)."""
-    ttl = 2 * report.interval_s + 5
-    try:
-        state.store.set(LATEST_KEY, report.model_dump_json(), ttl)
-    except Exception as exc:  # noqa: BLE001 - fail open, counted
-        state._failed("save health report", exc)
+    state.put_document(LATEST_KEY, report.model_dump_json(), 2 * report.interval_s + 5)
 
 
 def load_latest(state: SharedState) -> HealthReport | None:
-    try:
-        (raw,) = state.store.get_many([LATEST_KEY])
-    except Exception as exc:  # noqa: BLE001
-        state._failed("read health report", exc)
-        return None
+    raw = state.document(LATEST_KEY)
     if not raw:
         return None
     data = json.loads(raw)
@@ -199,7 +223,7 @@ def render_table(report: HealthReport) -> str:
         today = (f"{row.usage_today}/{row.daily_quota}" if row.daily_quota
                  else str(row.usage_today))
         p95 = "-" if row.latency_p95_ms is None else f"{row.latency_p95_ms:g}"
-        until = _when(row.until) if row.state != "enabled" else "-"
+        until = _when(row.until) if row.state is not BroadcasterState.ENABLED else "-"
         table.append((row.name, row.state, str(row.sent_last_hour), failed, p95, today, until,
                       row.reason or ""))
     widths = [max(len(r[i]) for r in table) for i in range(len(header))]

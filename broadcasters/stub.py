@@ -16,8 +16,9 @@ from broadcasters.errors import BroadcastError
 
 class StubBroadcaster(Broadcaster):
     def __init__(self, name: str = "stub", *, max_message_bytes: int = 10_000,
-                 max_batch: int = 10) -> None:
+                 max_batch: int = 10, live: bool = True) -> None:
         self.name = name
+        self.live = live
         self.max_message_bytes = max_message_bytes
         self.max_batch = max_batch
         self.sent: list[Message] = []

@@ -6,10 +6,12 @@ import re
 
 _PART = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)")
 _UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+#: The longest duration accepted anywhere: a year and a day.
+MAX_DURATION_S = 366 * 86400.0
 
 
-def parse_duration_s(text: str) -> float:
-    """Return the number of seconds in ``text``; a bare number means seconds.
+def parse_duration_s(text: str, *, max_s: float = MAX_DURATION_S) -> float:
+    """Return the number of seconds in ``text``; a bare number means seconds; at most ``max_s``.
 
     >>> parse_duration_s("1h30m")
     5400.0
@@ -31,8 +33,10 @@ def parse_duration_s(text: str) -> float:
             raise ValueError(
                 f"not a duration: {text!r} (use e.g. 90s, 15m, 1h30m, 2d)"
             ) from None
-    if seconds <= 0:
+    if not seconds > 0:  # also refuses NaN
         raise ValueError(f"duration must be positive: {text!r}")
+    if seconds > max_s:
+        raise ValueError(f"duration too long: {text!r} (at most {format_duration_s(max_s)})")
     return seconds
 
 

@@ -27,7 +27,19 @@ from config.durations import parse_duration_s
 PROVIDERS = ("pusher", "ably")
 KNOWN_BROADCASTERS = (*PROVIDERS, "log", "stub")
 _APP_ID = re.compile(r"^\d+$")
-_CHANNEL_PREFIX = re.compile(r"^[A-Za-z0-9_\-=@,.;]*$")
+#: Characters Pusher allows in a channel name (so in the prefix, and in a run id).
+CHANNEL_NAME_PATTERN = re.compile(r"[A-Za-z0-9_\-=@,.;]+")
+#: Every relaycast channel is private: a browser needs the API's signature to subscribe.
+REQUIRED_CHANNEL_PREFIX = "private-"
+#: Shortest admin token accepted: anything shorter is guessable, not a secret.
+MIN_ADMIN_TOKEN_CHARS = 16
+#: Values people copy from examples; refused so that no deployment runs with one.
+PLACEHOLDER_TOKENS = frozenset({"change-me", "changeme", "change_me", "secret", "password",
+                                "admin", "token", "your-token-here"})
+#: How to make a token (a command shown in messages, not a secret).
+TOKEN_COMMAND = "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"  # noqa: S105
+_REDIS_SCHEMES = ("redis", "rediss", "unix")
+_BROKER_SCHEMES = (*_REDIS_SCHEMES, "amqp", "amqps", "pyamqp", "memory", "sentinel", "sqs")
 
 
 def _env(name: str) -> Any:
@@ -74,7 +86,7 @@ class Settings(BaseSettings):
 
     # relaycast's own knobs.
     broadcasters: str | None = Field(None, validation_alias=_env("RELAYCAST_BROADCASTERS"))
-    channel_prefix: str = Field("private-", validation_alias=_env("RELAYCAST_CHANNEL_PREFIX"))
+    channel_prefix: str = Field(REQUIRED_CHANNEL_PREFIX, validation_alias=_env("RELAYCAST_CHANNEL_PREFIX"))
     flush_interval_ms: int = Field(
         50, ge=1, le=60_000, validation_alias=_env("RELAYCAST_FLUSH_INTERVAL_MS")
     )
@@ -112,6 +124,7 @@ class Settings(BaseSettings):
     provider_timeout_s: float = Field(
         5.0, gt=0, le=120, validation_alias=_env("RELAYCAST_PROVIDER_TIMEOUT_S")
     )
+    order_wait_ms: int = Field(2000, ge=0, le=60_000, validation_alias=_env("RELAYCAST_ORDER_WAIT_MS"))
     admin_token: SecretStr | None = Field(None, validation_alias=_env("RELAYCAST_ADMIN_TOKEN"))
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", validation_alias=_env("RELAYCAST_LOG_LEVEL")
@@ -145,10 +158,47 @@ class Settings(BaseSettings):
 
     @field_validator("channel_prefix")
     @classmethod
-    def _prefix_chars(cls, value: str) -> str:
-        if not _CHANNEL_PREFIX.match(value) or len(value) > 64:
+    def _private_prefix(cls, value: str) -> str:
+        if not value.startswith(REQUIRED_CHANNEL_PREFIX):
+            raise ValueError(f"must start with {REQUIRED_CHANNEL_PREFIX!r}: other channels are "
+                             "public, and anyone with the browser key could read every run's logs")
+        if value.startswith("private-encrypted-"):
+            raise ValueError("private-encrypted- channels are not supported")
+        if not CHANNEL_NAME_PATTERN.fullmatch(value) or len(value) > 64:
             raise ValueError("use at most 64 of: letters, digits and _ - = @ , . ;")
         return value
+
+    @field_validator("admin_token")
+    @classmethod
+    def _real_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        token = value.get_secret_value()
+        if not token.strip():
+            raise ValueError("is empty: unset it to serve the API on loopback only, or set a "
+                             f"random token (e.g. {TOKEN_COMMAND})")
+        if token.strip().lower() in PLACEHOLDER_TOKENS:
+            raise ValueError(f"is a placeholder from an example: set a random token (e.g. "
+                             f"{TOKEN_COMMAND})")
+        if len(token) < MIN_ADMIN_TOKEN_CHARS:
+            raise ValueError(f"is too short to be a secret: use at least {MIN_ADMIN_TOKEN_CHARS} "
+                             f"characters (e.g. {TOKEN_COMMAND})")
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: str | None) -> str | None:
+        return _url_with_scheme(value, _REDIS_SCHEMES, "redis://host:6379/0")
+
+    @field_validator("celery_broker_url")
+    @classmethod
+    def _broker_url(cls, value: str | None) -> str | None:
+        return _url_with_scheme(value, _BROKER_SCHEMES, "redis://host:6379/0 or amqp://user@host//")
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: str | None) -> str | None:
+        return None if value is None else normalise_database_url(value)
 
     @field_validator("broadcasters")
     @classmethod
@@ -234,6 +284,53 @@ class Settings(BaseSettings):
         port = self.browser_ws_port or self.pusher_port
         tls = self.pusher_ssl if self.browser_ws_tls is None else self.browser_ws_tls
         return host, port, tls
+
+
+def _url_with_scheme(value: str | None, schemes: tuple[str, ...], example: str) -> str | None:
+    if value is None:
+        return None
+    scheme, sep, rest = value.strip().partition("://")
+    if not sep or scheme.lower() not in schemes or (not rest and scheme != "memory"):
+        raise ValueError(f"not a URL this can use (expected {', '.join(s + '://' for s in schemes)}"
+                         f", e.g. {example})")
+    return value.strip()
+
+
+#: The SQL databases relaycast stores lines in, and the driver each needs.
+_DRIVERS = {"sqlite": ("pysqlite", "sqlite3", None),
+            "postgresql": ("psycopg", "psycopg", "pip install 'relaycast[postgres]'")}
+
+
+def normalise_database_url(value: str) -> str:
+    """A SQLAlchemy URL relaycast supports, or ValueError saying what to do.
+
+    ``postgres://`` and ``postgresql://`` (what hosting providers hand out) mean PostgreSQL
+    through psycopg 3, the driver the ``postgres`` extra installs.
+    """
+    import importlib.util
+
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    text = value.strip()
+    for alias in ("postgres://", "postgresql://"):
+        if text.startswith(alias):
+            text = "postgresql+psycopg://" + text[len(alias):]
+    try:
+        url = make_url(text)
+    except ArgumentError:
+        raise ValueError("not a database URL (e.g. sqlite:////var/lib/relaycast/relaycast.db or "
+                         "postgresql+psycopg://user:password@host:5432/relaycast)") from None
+    backend, driver = url.get_backend_name(), url.get_driver_name()
+    if backend not in _DRIVERS:
+        raise ValueError(f"{backend} is not supported: relaycast stores lines in SQLite or "
+                         "PostgreSQL (postgresql+psycopg://user:password@host:5432/db)")
+    expected, module, install = _DRIVERS[backend]
+    if driver != expected:
+        raise ValueError(f"use {backend}+{expected}:// (the {driver} driver is not supported)")
+    if install and importlib.util.find_spec(module) is None:
+        raise ValueError(f"{backend} needs the {module} driver: {install}")
+    return url.render_as_string(hide_password=False)
 
 
 def _env_name(field: str) -> str:

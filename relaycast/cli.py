@@ -2,6 +2,11 @@
 
 Celery's own CLI stays the way to run processes (``celery -A tasks worker``, ``beat``,
 ``flower``); this one is for people: inspecting and steering the broadcasters.
+
+Exit status: 0 done; 1 the command could not do what it was asked (``status``: degraded
+or stale; ``logs``: no such lines; a server it needs is unreachable: nothing was changed);
+2 the command or the configuration is wrong (one line says what). Every error is one line
+on stderr, never a traceback.
 """
 
 from __future__ import annotations
@@ -9,22 +14,45 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Sequence
+from typing import NoReturn
 
-import redis
 from sqlalchemy.exc import SQLAlchemyError
 
+from broadcasters.backends import StateUnavailable
 from broadcasters.state import SharedState
+from broadcasters.wire import Channels, InvalidRunId
 from config import ConfigError, Settings, load_settings
 from config.durations import format_duration_s, parse_duration_s
 from config.settings import KNOWN_BROADCASTERS
-from workflows.log_stream import InvalidRunId
 
 
 class UsageError(Exception):
     """A command that cannot run as asked; printed as one line, exit status 2."""
+
+
+class Unreachable(Exception):
+    """A server the command needs did not answer; printed as one line, exit status 1."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors on one line."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port {port} is out of range (1-65535)")
+    return port
 
 
 def _duration(text: str) -> float:
@@ -43,8 +71,9 @@ def _broadcaster_name(text: str) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="relaycast", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser = _Parser(prog="relaycast", description=(__doc__ or "").splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                parser_class=_Parser)
 
     status = sub.add_parser("status", help="each broadcaster's state; exit 1 when degraded")
     status.add_argument("--json", action="store_true", help="machine-readable output")
@@ -71,11 +100,11 @@ def build_parser() -> argparse.ArgumentParser:
     logs = sub.add_parser("logs", help="print a run's stored lines")
     logs.add_argument("run_id", metavar="RUN_ID")
     logs.add_argument("--json", action="store_true", help="a JSON list of line objects")
-    logs.add_argument("--after", type=int, default=0, metavar="SEQ", help="only lines after SEQ")
+    logs.add_argument("--after", type=_seq, default=0, metavar="SEQ", help="only lines after SEQ")
 
     api = sub.add_parser("api", help="serve the HTTP API (history, status, Pusher auth)")
     api.add_argument("--host", default=None, help="default 0.0.0.0 with a token, else 127.0.0.1")
-    api.add_argument("--port", type=int, default=8000)
+    api.add_argument("--port", type=_port, default=8000)
 
     sub.add_parser("bench", help="throughput benchmark against one task per line "
                    "(from a source checkout; options: relaycast bench -- --help)", add_help=False)
@@ -85,6 +114,16 @@ def build_parser() -> argparse.ArgumentParser:
     db_sub.add_parser("upgrade", help="apply migrations up to the latest")
     db_sub.add_parser("current", help="print the schema revision")
     return parser
+
+
+def _seq(text: str) -> int:
+    try:
+        seq = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a line number: {text!r}") from None
+    if not 0 <= seq < 2**31:
+        raise argparse.ArgumentTypeError(f"{seq} is not a line number (0 to {2**31 - 1})")
+    return seq
 
 
 def _param(text: str) -> tuple[str, object]:
@@ -106,6 +145,10 @@ def _shared_state(settings: Settings, command: str) -> SharedState:
     return build_state(settings)
 
 
+def _unreachable_state(exc: StateUnavailable) -> Unreachable:
+    return Unreachable(f"shared state unreachable at REDIS_URL ({exc}): nothing was changed")
+
+
 def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     """The latest health report; computed live when there is none.
 
@@ -114,7 +157,7 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     """
     from broadcasters.factory import build_state
     from broadcasters.status import render_table
-    from tasks.health import current_report
+    from tasks.reporting import current_report
 
     report = current_report(settings, build_state(settings))
     if args.json:
@@ -126,7 +169,10 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_enable(settings: Settings, args: argparse.Namespace) -> int:
     state = _shared_state(settings, "enable")
-    state.enable(args.name)
+    try:
+        state.enable(args.name)
+    except StateUnavailable as exc:
+        raise _unreachable_state(exc) from None
     print(f"{args.name}: enabled for every worker")
     return 0
 
@@ -134,7 +180,10 @@ def cmd_enable(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_disable(settings: Settings, args: argparse.Namespace) -> int:
     state = _shared_state(settings, "disable")
     until = time.time() + args.for_s if args.for_s else None
-    state.disable(args.name, args.reason, until=until, set_by="relaycast-cli")
+    try:
+        state.disable(args.name, args.reason, until=until, set_by="relaycast-cli", strict=True)
+    except StateUnavailable as exc:
+        raise _unreachable_state(exc) from None
     span = f"for {format_duration_s(args.for_s)}" if args.for_s else "until `relaycast enable`"
     print(f"{args.name}: disabled for every worker {span} ({args.reason})")
     return 0
@@ -142,38 +191,52 @@ def cmd_disable(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     from relaycast.demo import render, run_demo
-    from workflows.base import REGISTRY
 
     if not args.verbose:
         logging.getLogger("relaycast.broadcast").setLevel(logging.WARNING)
     import workflows.examples  # noqa: F401 - registers the example workflows
 
-    if args.workflow not in REGISTRY:
-        raise UsageError(f"no workflow {args.workflow!r} (known: {', '.join(sorted(REGISTRY))})")
-    result = run_demo(settings, args.workflow, dict(args.param))
+    result = run_demo(settings, args.workflow, _workflow_params(args.workflow, args.param))
     print(render(result))
     ok = result.status in ("succeeded", "failed") and result.pending == 0
     return 0 if ok else 1
+
+
+def _workflow_params(workflow: str, given: list[tuple[str, object]]) -> dict[str, object]:
+    from workflows.base import REGISTRY, InvalidParams, validate_params
+
+    if workflow not in REGISTRY:
+        raise UsageError(f"no workflow {workflow!r} (known: {', '.join(sorted(REGISTRY))})")
+    try:
+        return validate_params(workflow, dict(given))
+    except InvalidParams as exc:
+        raise UsageError(str(exc)) from None
 
 
 def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     import uuid
 
     import workflows.examples  # noqa: F401 - registers the example workflows
-    from workflows.base import REGISTRY
-    from workflows.log_stream import validate_run_id
 
     if not settings.broker_url:
         raise UsageError("run needs a broker: set CELERY_BROKER_URL or REDIS_URL "
                          "(or try `relaycast demo`, which needs none)")
-    task = REGISTRY.get(args.workflow)
-    if task is None:
-        raise UsageError(f"no workflow {args.workflow!r} (known: {', '.join(sorted(REGISTRY))})")
-    run_id = validate_run_id(args.run_id or f"{args.workflow}-{uuid.uuid4().hex[:12]}",
-                             settings.channel_prefix)
-    task.apply_async(kwargs={"run_id": run_id, **dict(args.param)})
+    params = _workflow_params(args.workflow, args.param)
+    channels = Channels(settings.channel_prefix)
+    run_id = channels.validate_run_id(args.run_id or f"{args.workflow}-{uuid.uuid4().hex[:12]}")
+    from tasks.celery_app import app  # the producer side of the broker
+    from workflows.base import REGISTRY
+
+    try:
+        with app.connection_for_write() as connection:
+            connection.ensure_connection(max_retries=1, timeout=5)
+            REGISTRY[args.workflow].apply_async(kwargs={"run_id": run_id, **params},
+                                                connection=connection)
+    except Exception as exc:  # noqa: BLE001 - kombu's and the transport's errors alike
+        raise Unreachable(f"broker unreachable at CELERY_BROKER_URL/REDIS_URL "
+                          f"({type(exc).__name__}): the run was not enqueued") from None
     print(f"run id:  {run_id}")
-    print(f"channel: {settings.channel_prefix}logs-{run_id}")
+    print(f"channel: {channels.logs(run_id)}")
     return 0
 
 
@@ -182,6 +245,7 @@ def cmd_logs(settings: Settings, args: argparse.Namespace) -> int:
 
     from workflows.store import store_for
 
+    Channels(settings.channel_prefix).validate_run_id(args.run_id)
     lines = store_for(settings.database_url_or_default).lines(args.run_id, after_seq=args.after)
     if args.json:
         print(json.dumps([{"seq": line.seq, "ts": line.ts, "level": line.level,
@@ -269,19 +333,31 @@ def main(argv: Sequence[str] | None = None) -> int:
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         logging.getLogger("alembic").setLevel(logging.WARNING)
         return COMMANDS[args.command](settings, args)
-    except ConfigError as exc:
-        print(f"relaycast: {exc}", file=sys.stderr)
-        return 2
-    except UsageError as exc:
-        print(f"relaycast: {exc}", file=sys.stderr)
-        return 2
-    except (redis.RedisError, OSError) as exc:
-        print(f"relaycast: shared state unreachable: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 2
-    except InvalidRunId as exc:
-        print(f"relaycast: {exc}", file=sys.stderr)
-        return 2
+    except BrokenPipeError:
+        # The reader went away (`relaycast logs RUN | head -1`): stop quietly, as tools
+        # killed by SIGPIPE do; send what is left in stdout's buffer nowhere.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
+    except (ConfigError, UsageError, InvalidRunId) as exc:
+        return _fail(str(exc), 2)
+    except Unreachable as exc:
+        return _fail(str(exc), 1)
+    except StateUnavailable as exc:
+        return _fail(f"shared state unreachable at REDIS_URL ({exc})", 1)
     except SQLAlchemyError as exc:
-        print(f"relaycast: database unavailable: {type(exc).__name__}: {exc.__class__.__doc__ or ''}"
-              .strip(), file=sys.stderr)
-        return 2
+        return _fail(f"database unavailable at DATABASE_URL: {_first_line(exc)}", 1)
+    except KeyboardInterrupt:
+        return 130
+
+
+def _first_line(exc: SQLAlchemyError) -> str:
+    """The driver's own first line (not SQLAlchemy's wrapper text)."""
+    cause = getattr(exc, "orig", None) or exc
+    text = str(cause).strip().splitlines()
+    return f"{type(cause).__name__}: {text[0] if text else ''}".strip().rstrip(":")
+
+
+def _fail(message: str, status: int) -> int:
+    print(f"relaycast: {message}", file=sys.stderr)
+    return status

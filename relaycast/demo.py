@@ -15,6 +15,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from broadcasters.wire import Channels
 from config import Settings
 
 logger = logging.getLogger(__name__)
@@ -41,10 +42,11 @@ def run_demo(settings: Settings, workflow: str = "etl", params: dict[str, Any] |
              timeout_s: float = 120.0) -> DemoResult:
     from celery.contrib.testing.worker import start_worker
 
-    from tasks.app import BROADCAST_QUEUE, WORKFLOWS_QUEUE, app
+    from broadcasters.wire import BROADCAST_QUEUE, WORKFLOWS_QUEUE
+    from tasks.celery_app import app
     from workflows.base import REGISTRY
-    from workflows.emitter import get_emitter
-    from workflows.models import FAILED, PENDING, SENT
+    from workflows.models import LineState, RunStatus
+    from workflows.process import get_emitter
     from workflows.store import store_for
 
     task = REGISTRY[workflow]
@@ -57,30 +59,31 @@ def run_demo(settings: Settings, workflow: str = "etl", params: dict[str, Any] |
         task.apply_async(kwargs={"run_id": run_id, **(params or {})})
         deadline = time.monotonic() + timeout_s
         status = "queued"
+        ended = (RunStatus.SUCCEEDED, RunStatus.FAILED)
         while time.monotonic() < deadline:
             run = store.run(run_id)
             status = run.status if run is not None else status
             counts = store.broadcast_counts([run_id])
-            pending = sum(n for (state, _), n in counts.items() if state == PENDING)
-            if status in ("succeeded", "failed") and pending == 0 and counts:
+            pending = sum(n for (state, _), n in counts.items() if state == LineState.PENDING)
+            if status in ended and pending == 0 and counts:
                 break
             time.sleep(0.1)
     emitter = get_emitter()
     counts = store.broadcast_counts([run_id])
     broadcast: dict[str, int] = {}
     for (state, name), n in counts.items():
-        if state == SENT and name:
+        if state in (LineState.SENT, LineState.LOGGED) and name:
             broadcast[name] = broadcast.get(name, 0) + n
     return DemoResult(
         run_id=run_id,
-        channel=f"{settings.channel_prefix}logs-{run_id}",
+        channel=Channels(settings.channel_prefix).logs(run_id),
         workflow=workflow,
         status=status,
         emitted=emitter.stats.emitted,
         stored=sum(counts.values()),
         broadcast=broadcast,
-        pending=sum(n for (state, _), n in counts.items() if state == PENDING),
-        failed=sum(n for (state, _), n in counts.items() if state == FAILED),
+        pending=sum(n for (state, _), n in counts.items() if state == LineState.PENDING),
+        failed=sum(n for (state, _), n in counts.items() if state == LineState.FAILED),
         dropped=emitter.stats.dropped,
         tasks_enqueued=emitter.stats.tasks_enqueued,
         seconds=round(time.monotonic() - started, 2),

@@ -1,57 +1,76 @@
 """The broadcast task: one per emitter flush, carrying every line of the flush.
 
-The task hands the lines to this process's :class:`~broadcasters.manager.BroadcasterManager`,
-records in SQL which broadcaster carried which lines, and retries what no broadcaster could
-take yet with exponential backoff and jitter. After ``RELAYCAST_BROADCAST_MAX_RETRIES`` the
-batch is dead-lettered: its lines are marked ``failed`` in SQL (they stay readable through
-``relaycast logs``) and counted.
+The task passes each run's lines through the ordering gate (:mod:`broadcasters.ordering`:
+a run's lines go out after the lines before them, bounded wait), hands them to this
+process's :class:`~broadcasters.manager.BroadcasterManager`, and records in SQL where each
+line stands:
+
+* ``sent``: a live broadcaster delivered it;
+* ``logged``: only ``log`` took it (no browser received it live);
+* ``failed``: dead-lettered (retries ran out, or it can never be sent); ``relaycast
+  replay`` sends these again;
+* ``pending``: still on its way (this task retries it).
+
+What no live broadcaster delivered is retried with exponential backoff and jitter — only
+while a retry can help: after a transient failure or a short pause (a rate limit), not
+while every live broadcaster is off until its quota resets or an operator re-enables it.
+A retry skips ``log`` when it already took the lines. After
+``RELAYCAST_BROADCAST_MAX_RETRIES`` the batch is dead-lettered and counted.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Sequence
 from typing import Any
 
 from celery import Task
 
+from broadcasters.backoff import compute_backoff
 from broadcasters.base import Message
-from broadcasters.manager import SendReport
-from broadcasters.packing import LOG_EVENT, LogBatch
+from broadcasters.manager import Item, SendReport, merge_reports
+from broadcasters.ordering import GateStats, wait_bucket
+from broadcasters.packing import LogBatch
+from broadcasters.wire import (
+    BROADCAST_QUEUE,
+    LOG_EVENT,
+    AdminMessage,
+    Batch,
+    RunLines,
+    batch_lines,
+    describe_batch,
+    new_batch,
+    run_of_message_id,
+)
 from tasks import runtime
-from tasks.app import BROADCAST_QUEUE, app
-from tasks.backoff import compute_backoff
-from workflows.models import FAILED, SENT
+from tasks.celery_app import app
+from workflows.models import LineState
 
 logger = logging.getLogger(__name__)
 
 TASK_NAME = "relaycast.broadcast"
 
 
-def enqueue_batch(batch: dict[str, Any]) -> None:
+def enqueue_batch(batch: Batch) -> None:
     """Publish one broadcast task (raises if the broker cannot be reached in ~2 s)."""
-    lines = sum(len(run["events"]) for run in batch["runs"])
-    runs = ",".join(run["run_id"] for run in batch["runs"][:3])
-    broadcast.apply_async(
-        args=[batch], queue=BROADCAST_QUEUE,
-        argsrepr=f"(runs={runs}{'…' if len(batch['runs']) > 3 else ''}, lines={lines}, "
-                 f"admin={len(batch['admin'])})",
-    )
+    broadcast.apply_async(args=[batch], queue=BROADCAST_QUEUE,
+                          argsrepr=f"({describe_batch(batch)})")
 
 
-def items_of(batch: dict[str, Any]) -> list[Message | LogBatch]:
-    items: list[Message | LogBatch] = [
-        LogBatch(run["channel"], run["run_id"], run["events"]) for run in batch["runs"]]
-    items.extend(Message.from_data(a["channel"], a["event"], a["data"], a["id"])
-                 for a in batch.get("admin", []))
-    return items
+def run_items(runs: Sequence[RunLines]) -> list[Item]:
+    return [LogBatch(run["channel"], run["run_id"], run["events"]) for run in runs]
 
 
-def batch_of(messages: Sequence[Message]) -> dict[str, Any]:
-    """The task argument that re-sends ``messages`` (what a retry carries)."""
-    runs: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    admin = []
+def admin_items(admin: Sequence[AdminMessage]) -> list[Item]:
+    return [Message.from_data(a["channel"], a["event"], a["data"], a["id"]) for a in admin]
+
+
+def batch_of(messages: Sequence[Message], *, live_only: bool) -> Batch:
+    """The task argument that re-sends ``messages`` (what a retry carries; never gated)."""
+    runs: dict[tuple[str, str], list[Any]] = {}
+    admin: list[AdminMessage] = []
     for message in messages:
         data = json.loads(message.payload)
         if message.event == LOG_EVENT and message.seqs is not None:
@@ -59,13 +78,14 @@ def batch_of(messages: Sequence[Message]) -> dict[str, Any]:
         else:
             admin.append({"channel": message.channel, "event": message.event, "data": data,
                           "id": message.id})
-    return {"runs": [{"run_id": run_id, "channel": channel, "events": events}
-                     for (run_id, channel), events in runs.items()], "admin": admin}
+    return new_batch([{"run_id": run_id, "channel": channel, "events": events}
+                      for (run_id, channel), events in runs.items()], admin,
+                     ordered=False, live_only=live_only)
 
 
-def _ranges(messages: Sequence[Message]) -> list[tuple[str, int, int]]:
+def line_ranges(messages: Sequence[Message]) -> list[tuple[str, int, int]]:
     """Seq ranges of ``messages``, adjacent ranges of a run merged (one UPDATE each)."""
-    spans = sorted((m.id.rsplit(":", 1)[0], m.seqs[0], m.seqs[1])
+    spans = sorted((run_of_message_id(m.id), m.seqs[0], m.seqs[1])
                    for m in messages if m.seqs is not None)
     merged: list[tuple[str, int, int]] = []
     for run_id, first, last in spans:
@@ -76,19 +96,46 @@ def _ranges(messages: Sequence[Message]) -> list[tuple[str, int, int]]:
     return merged
 
 
-def record_outcome(report: SendReport, dead: Sequence[Message] = ()) -> None:
-    """Write who carried which lines into SQL; never fails the task (bookkeeping only)."""
+def record_outcome(report: SendReport, *, logged: Sequence[tuple[Message, str]] = (),
+                   failed: Sequence[Message] = ()) -> None:
+    """Write where each line stands into SQL; never fails the task (bookkeeping only)."""
     try:
         store = runtime.store()
+        manager = runtime.manager()
         by_broadcaster: dict[str, list[Message]] = {}
-        for message, name in report.delivered:
+        for message, name in [*report.delivered, *logged]:
             by_broadcaster.setdefault(name, []).append(message)
         for name, messages in by_broadcaster.items():
-            store.mark(_ranges(messages), SENT, name)
-        failed = [m for m, _ in report.failed] + list(dead)
-        store.mark(_ranges(failed), FAILED)
+            # With no live broadcaster configured, log's deliveries are final, yet still
+            # not "sent": no browser received them.
+            state = LineState.SENT if manager.is_live(name) else LineState.LOGGED
+            store.mark(line_ranges(messages), state, name)
+        store.mark(line_ranges([m for m, _ in report.failed] + list(failed)), LineState.FAILED)
     except Exception:
         logger.exception("could not record broadcast state in SQL")
+
+
+def _publish(batch: Batch, *, ordered: bool, live_only: bool, stats: GateStats) -> SendReport:
+    manager = runtime.manager()
+    admin = admin_items(batch["admin"])
+    if not ordered or not batch["runs"]:
+        return manager.send(run_items(batch["runs"]) + admin, live_only=live_only)
+    gate = runtime.gate()
+    reports = []
+    for runs in gate.turns(batch["runs"], stats):
+        reports.append(manager.send(run_items(runs) + admin, live_only=live_only))
+        admin = []
+        gate.passed(runs)
+    return merge_reports(reports)
+
+
+def _count_gate(stats: GateStats, ordered: bool) -> None:
+    if not ordered:
+        return
+    wait_ms = stats.waited_s * 1000
+    runtime.state().count_pipeline(**{
+        "gate_batches": 1, "gate_timeouts": stats.timeouts,
+        "gate_wait_ms": round(wait_ms), f"gate_wait_le_{wait_bucket(wait_ms)}": 1})
 
 
 class BroadcastTask(Task):  # type: ignore[misc]
@@ -99,38 +146,60 @@ class BroadcastTask(Task):  # type: ignore[misc]
 
 
 @app.task(bind=True, base=BroadcastTask, name=TASK_NAME)
-def broadcast(self: BroadcastTask, batch: dict[str, Any]) -> dict[str, Any]:
+def broadcast(self: BroadcastTask, batch: Batch) -> dict[str, Any]:
     settings = runtime.settings()
-    manager = runtime.manager()
-    lines = sum(len(run["events"]) for run in batch["runs"])
-    report = manager.send(items_of(batch))
-    manager.state.count_pipeline(broadcast_tasks=1, broadcast_lines=lines)
+    attempt = self.request.retries
+    live_only = bool(batch.get("live_only"))
+    ordered = bool(batch.get("ordered", True)) and attempt == 0 and settings.order_wait_ms > 0
+    stats = GateStats()
+    started = time.perf_counter()
+    report = _publish(batch, ordered=ordered, live_only=live_only, stats=stats)
+    state = runtime.state()
+    state.count_pipeline(broadcast_tasks=1, broadcast_lines=batch_lines(batch))
+    _count_gate(stats, ordered)
+    delivered_ids = {m.id for m, _ in report.delivered}
+    pending_ids = {m.id for m in report.pending}
+    logged = [(m, n) for m, n in report.logged if m.id not in delivered_ids]
     summary: dict[str, Any] = {
-        "delivered": {}, "failed": len(report.failed), "pending": len(report.pending),
-        "attempt": self.request.retries,
+        "delivered": {}, "logged": len(logged), "failed": len(report.failed),
+        "pending": len(report.pending), "attempt": attempt,
+        "gate_wait_ms": round(stats.waited_s * 1000, 1),
+        "ms": round((time.perf_counter() - started) * 1000, 1),
     }
     for _, name in report.delivered:
         summary["delivered"][name] = summary["delivered"].get(name, 0) + 1
-    if not report.should_retry:
-        record_outcome(report)
+    if not report.pending:
+        record_outcome(report, logged=logged)
         return summary
-    attempt = self.request.retries
-    reasons = sorted({str(e) for e in report.pending_errors.values()})
-    if attempt >= settings.broadcast_max_retries:
-        record_outcome(report, dead=report.pending)
-        manager.state.count_pipeline(dead_lettered=1)
-        logger.error("broadcast dead-lettered after %d attempt(s): %d message(s) not delivered "
-                     "(%s); the lines are in SQL, marked failed", attempt + 1, len(report.pending),
-                     "; ".join(reasons))
-        summary["dead_lettered"] = True
-        return summary
-    record_outcome(report)
-    countdown = compute_backoff(attempt, max_s=settings.retry_backoff_max_s,
-                                retry_after_s=report.retry_after_s)
-    logger.warning("broadcast retry %d in %.1fs: %d message(s) pending (%s)", attempt + 1,
-                   countdown, len(report.pending), "; ".join(reasons))
-    raise self.retry(args=[batch_of(report.pending)], countdown=countdown,
-                     max_retries=settings.broadcast_max_retries)
+    reasons = "; ".join(sorted({str(e) for e in report.pending_errors.values()}))
+    chance = report.next_chance_s
+    can_help = chance is not None and chance <= settings.retry_backoff_max_s
+    if can_help and attempt < settings.broadcast_max_retries:
+        record_outcome(report, logged=logged)
+        countdown = max(compute_backoff(attempt, max_s=settings.retry_backoff_max_s,
+                                        retry_after_s=report.retry_after_s), chance or 0.0)
+        logger.warning("broadcast retry %d in %.1fs: %d message(s) not delivered live (%s)",
+                       attempt + 1, countdown, len(report.pending), reasons)
+        retry_live_only = live_only or any(m.id in pending_ids for m, _ in logged)
+        raise self.retry(args=[batch_of(report.pending, live_only=retry_live_only)],
+                         countdown=countdown, max_retries=settings.broadcast_max_retries)
+    logged_ids = {m.id for m, _ in logged}
+    if can_help:  # retries ran out
+        dead = list(report.pending)
+        why = f"after {attempt + 1} attempt(s)"
+    else:  # no live broadcaster comes back by itself: what log took stays logged
+        dead = [m for m in report.pending if m.id not in logged_ids]
+        why = "no live broadcaster can take them until it is re-enabled or its quota resets"
+    dead_ids = {m.id for m in dead}
+    record_outcome(report, logged=[(m, n) for m, n in logged if m.id not in dead_ids],
+                   failed=dead)
+    if dead:
+        state.count_pipeline(dead_lettered=1)
+        logger.error("broadcast dead-lettered %s: %d message(s) not delivered (%s); the lines "
+                     "are in SQL, marked failed (relaycast replay sends them again)", why,
+                     len(dead), reasons)
+        summary["dead_lettered"] = len(dead)
+    return summary
 
 
-__all__ = ["batch_of", "broadcast", "enqueue_batch", "items_of"]
+__all__ = ["batch_of", "broadcast", "enqueue_batch", "line_ranges", "record_outcome"]

@@ -1,4 +1,5 @@
-"""Per-process objects of a worker: settings, the broadcaster manager, the SQL store.
+"""Per-process objects of a worker: settings, the broadcaster manager, the shared state,
+the ordering gate, the SQL store.
 
 Built lazily on first use, so each prefork child creates its own clients after the fork
 (sockets and ``requests`` sessions must not be shared across processes); rebuilt when a
@@ -10,7 +11,10 @@ from __future__ import annotations
 import os
 import threading
 
+from broadcasters.factory import build_manager
 from broadcasters.manager import BroadcasterManager
+from broadcasters.ordering import RunGate
+from broadcasters.state import SharedState
 from config import Settings, load_settings
 from workflows.store import LogStore, store_for
 
@@ -18,12 +22,13 @@ _lock = threading.Lock()
 _pid: int | None = None
 _settings: Settings | None = None
 _manager: BroadcasterManager | None = None
+_gate: RunGate | None = None
 
 
 def _check_pid() -> None:
-    global _pid, _settings, _manager
+    global _pid, _settings, _manager, _gate
     if _pid != os.getpid():
-        _pid, _settings, _manager = os.getpid(), None, None
+        _pid, _settings, _manager, _gate = os.getpid(), None, None, None
 
 
 def settings() -> Settings:
@@ -40,10 +45,23 @@ def manager() -> BroadcasterManager:
     current = settings()
     with _lock:
         if _manager is None:
-            from broadcasters.factory import build_manager
-
             _manager = build_manager(current)
         return _manager
+
+
+def state() -> SharedState:
+    """The manager's shared state (one client per process)."""
+    return manager().state
+
+
+def gate() -> RunGate:
+    global _gate
+    current = settings()
+    shared = state()
+    with _lock:
+        if _gate is None:
+            _gate = RunGate(shared, wait_s=current.order_wait_ms / 1000.0)
+        return _gate
 
 
 def store() -> LogStore:
@@ -52,8 +70,9 @@ def store() -> LogStore:
 
 def reset() -> None:
     """Forget everything (a new worker process, or a test that changes the environment)."""
-    global _pid, _settings, _manager
+    global _pid, _settings, _manager, _gate
     with _lock:
         if _manager is not None and _pid == os.getpid():
             _manager.close()
-        _pid, _settings, _manager = None, None, None
+            _manager.state.close()
+        _pid, _settings, _manager, _gate = None, None, None, None

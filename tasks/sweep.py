@@ -16,9 +16,10 @@ import logging
 import time
 from typing import Any
 
+from broadcasters.wire import Channels, LineEvent, RunLines, new_batch
 from tasks import runtime
-from tasks.app import app
 from tasks.broadcast import enqueue_batch
+from tasks.celery_app import app
 
 logger = logging.getLogger(__name__)
 
@@ -36,15 +37,15 @@ def sweep() -> dict[str, Any]:
                             now_ms - int(RESWEEP_AFTER_S * 1000), MAX_LINES_PER_SWEEP)
     if not lines:
         return {"requeued": 0}
-    runs: dict[str, list[dict[str, Any]]] = {}
+    runs: dict[str, list[LineEvent]] = {}
     for line in lines:
         runs.setdefault(line.run_id, []).append({"seq": line.seq, "ts": line.ts,
                                                  "level": line.level, "message": line.message,
                                                  "data": line.data})
-    prefix = settings.channel_prefix
-    enqueue_batch({"runs": [{"run_id": run_id, "channel": f"{prefix}logs-{run_id}",
-                             "events": events} for run_id, events in runs.items()],
-                   "admin": []})
+    channels = Channels(settings.channel_prefix)
+    batch: list[RunLines] = [{"run_id": run_id, "channel": channels.logs(run_id), "events": events}
+                             for run_id, events in runs.items()]
+    enqueue_batch(new_batch(batch, ordered=False))
     store.mark_swept([(run_id, events[0]["seq"], events[-1]["seq"])
                       for run_id, events in runs.items()], now_ms)
     logger.warning("sweeper: re-enqueued %d line(s) of %d run(s) still pending after %.0fs",

@@ -153,8 +153,12 @@ def subscriber_factory(request: pytest.FixtureRequest) -> Iterator[SubscriberFac
 # Project fixtures ------------------------------------------------------------------------------
 
 import uuid  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
 
-from broadcasters.state import MemoryStore, RedisStore, SharedState  # noqa: E402
+from broadcasters.backends import MemoryBackend, RedisBackend  # noqa: E402
+from broadcasters.state import SharedState  # noqa: E402
 from workflows.store import LogStore  # noqa: E402
 
 _PROJECT_ENV_PREFIXES = ("PUSHER_", "ABLY_", "RELAYCAST_", "REDIS_URL", "DATABASE_URL", "CELERY_")
@@ -176,10 +180,10 @@ def _isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pyt
 def shared_state(request: pytest.FixtureRequest) -> Iterator[SharedState]:
     """The same state policy on each store: in memory, and on a private redis-server."""
     if request.param == "memory":
-        yield SharedState(MemoryStore())
+        yield SharedState(MemoryBackend())
         return
     server: RedisServer = request.getfixturevalue("redis_server")
-    store = RedisStore.from_url(server.url, prefix=f"test-{uuid.uuid4().hex[:8]}:")
+    store = RedisBackend.from_url(server.url, prefix=f"test-{uuid.uuid4().hex[:8]}:")
     yield SharedState(store)
     keys = store.scan("*")
     store.delete(keys)
@@ -256,3 +260,93 @@ def broker(redis_server: RedisServer) -> Iterator[str]:
     yield redis_server.url
     client.flushall()
     client.close()
+
+
+# The emitter's parts ------------------------------------------------------------------------------
+
+from support.emitting import STOP_TIMEOUT_S, LateDatabase, MakeEmitter, late_sqlite  # noqa: E402
+
+from workflows.emitter import Emitter  # noqa: E402
+
+
+@pytest.fixture
+def emitters() -> Iterator[MakeEmitter]:
+    """Build emitters (flush interval 10 ms unless given); every one is stopped afterwards.
+
+    Request it after the store fixture so emitters stop before their database goes away.
+    """
+    made: list[Emitter] = []
+
+    def make(store: Callable[[], LogStore], enqueue: Callable[..., None] | None, **options: Any
+             ) -> Emitter:
+        options.setdefault("flush_interval_ms", 10)
+        emitter = Emitter(store=store, enqueue=enqueue, **options)
+        made.append(emitter)
+        return emitter
+
+    try:
+        yield make
+    finally:
+        for emitter in made:
+            emitter.stop(timeout_s=STOP_TIMEOUT_S)
+
+
+@pytest.fixture
+def late_database(database_url: str, tmp_path: Path) -> Iterator[LateDatabase]:
+    """SQLite: the database's folder is a plain file until made available. PostgreSQL: the
+    database does not exist until made available (then it is created, empty)."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    if make_url(database_url).get_backend_name() == "sqlite":
+        late = late_sqlite(tmp_path)
+        yield late
+        for log_store in late.opened:
+            log_store.engine.dispose()
+        return
+
+    parsed = make_url(database_url)
+    name = f"{parsed.database}_late"
+    admin = create_engine(database_url, isolation_level="AUTOCOMMIT")
+
+    def create() -> None:
+        with admin.connect() as connection:
+            connection.execute(text(f'CREATE DATABASE "{name}"'))
+
+    late = LateDatabase(parsed.set(database=name).render_as_string(hide_password=False), create)
+    try:
+        yield late
+    finally:
+        for log_store in late.opened:
+            log_store.engine.dispose()
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+# Processes and stores of end-to-end tests -----------------------------------------------------------
+
+from support.workers import CeleryWorker  # noqa: E402
+
+
+@pytest.fixture
+def open_store() -> Iterator[Callable[[str], LogStore]]:
+    """Open the test's view of a database; closed at teardown."""
+    opened: list[LogStore] = []
+
+    def open_(url: str) -> LogStore:
+        opened.append(LogStore.from_url(url))
+        return opened[-1]
+
+    yield open_
+    for log_store in opened:
+        log_store.close()
+
+
+@pytest.fixture
+def workers() -> Iterator[list[CeleryWorker]]:
+    """Processes (workers, beat) a test started; closed at teardown."""
+    started: list[CeleryWorker] = []
+    yield started
+    for worker in started:
+        worker.close()

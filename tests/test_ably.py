@@ -23,7 +23,8 @@ from broadcasters.ably import AblyBroadcaster, ably_client
 from broadcasters.base import Message
 from broadcasters.errors import RateLimited
 from broadcasters.factory import build_broadcaster, build_manager
-from broadcasters.packing import LOG_EVENT, LogBatch
+from broadcasters.packing import LogBatch
+from broadcasters.wire import LOG_EVENT
 from config import Settings, load_settings
 
 KEY_NAME = "appid.keyid"
@@ -264,7 +265,11 @@ def test_over_quota_pusher_falls_back_to_ably_and_comes_back_when_the_flag_lifts
     pusher_channels = {event["channel"] for request in fault_server.requests[1:]
                        for event in request.json()["batch"]}
     assert "private-logs-run-2" in pusher_channels, "after the flag lifts pusher is tried again"
-    assert ably_server.messages == received, "Ably got nothing more"
+    later = ably_server.messages[len(received):]
+    assert ably_server.messages[:len(received)] == received
+    assert [(m.channel, m.name) for m in later] == [("private-admin-events", "provider-changed")], (
+        "Ably got no more lines: only the news, for browsers still listening there")
+    assert (later[0].decoded()["from"], later[0].decoded()["to"]) == ("ably", "pusher")
 
 
 # Secrets -------------------------------------------------------------------------------------
@@ -282,7 +287,7 @@ def test_the_key_secret_never_reaches_the_logs(
             second = manager.send([_batch(5, "run-2")])
         finally:
             manager.close()
-    assert {name for _, name in first.delivered} == {"log"}
+    assert {name for _, name in first.logged} == {"log"}, "log took it; still owed to Ably"
     assert {name for _, name in second.delivered} == {"ably"}
     assert "quota" in caplog.text
     assert "Auth options: [redacted by relaycast]" in caplog.text, "the SDK's leaky line was hit"

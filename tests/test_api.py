@@ -33,7 +33,7 @@ class Api:
             if self.process.poll() is not None:
                 raise RuntimeError(f"api exited: {self.process.communicate()}")
             try:
-                requests.get(self.url + "/docs", timeout=1)
+                requests.get(self.url + "/healthz", timeout=1)
                 return
             except requests.ConnectionError:
                 time.sleep(0.1)
@@ -68,7 +68,8 @@ def _auth(token: str = TOKEN) -> dict[str, str]:
 
 
 @pytest.mark.parametrize(("method", "path"), [
-    ("get", "/admin/broadcaster-status"), ("get", "/runs/run-7/logs"), ("post", "/pusher/auth")])
+    ("get", "/admin/broadcaster-status"), ("get", "/runs/run-7/logs"), ("post", "/pusher/auth"),
+    ("get", "/docs"), ("get", "/openapi.json")])
 def test_every_endpoint_refuses_a_missing_or_wrong_token(api: Api, method: str, path: str) -> None:
     for headers in ({}, _auth("wrong"), {"Authorization": TOKEN}):
         answer = requests.request(method, api.url + path, headers=headers, timeout=10)
@@ -84,6 +85,10 @@ def test_every_endpoint_answers_with_the_right_token(api: Api) -> None:
     auth = requests.post(api.url + "/pusher/auth", headers=_auth(), timeout=10,
                          data={"socket_id": "123.456", "channel_name": "private-logs-run-7"})
     assert auth.status_code == 200
+    schema = requests.get(api.url + "/openapi.json", headers=_auth(), timeout=10)
+    assert "/runs/{run_id}/logs" in schema.json()["paths"]
+    docs = requests.get(api.url + "/docs", headers=_auth(), timeout=10)
+    assert docs.status_code == 200 and "/openapi.json" in docs.text
 
 
 def test_history_after_seq_returns_exactly_the_later_lines(api: Api) -> None:
@@ -98,6 +103,24 @@ def test_history_after_seq_returns_exactly_the_later_lines(api: Api) -> None:
                         timeout=10).json()["events"] == []
     bad = requests.get(api.url + "/runs/bad%20id/logs", headers=_auth(), timeout=10)
     assert bad.status_code == 400
+    assert "letters, digits" in bad.json()["detail"]
+    for after in ("9223372036854775808", "2147483648", "-1", "ten"):
+        huge = requests.get(api.url + "/runs/run-7/logs", params={"after_seq": after},
+                            headers=_auth(), timeout=10)
+        assert huge.status_code == 422, after
+
+
+def test_history_never_fails_on_text_an_older_version_stored(api: Api, database: str) -> None:
+    """Data stored before lone surrogates were cleaned (its JSON kept them escaped)."""
+    store = LogStore.from_url(database)
+    store.insert_lines([{"run_id": "old-run", "seq": 1, "ts": 1, "level": "info",
+                         "message": "processing file",
+                         "data": {"path": "/data/report-\udcff.csv"}}])
+    store.close()
+    answer = requests.get(api.url + "/runs/old-run/logs", headers=_auth(), timeout=10)
+    assert answer.status_code == 200
+    [event] = answer.json()["events"]
+    assert event["data"] == {"path": "/data/report-\ufffd.csv"}
 
 
 def test_pusher_auth_signs_relaycast_private_channels(api: Api) -> None:
@@ -107,9 +130,17 @@ def test_pusher_auth_signs_relaycast_private_channels(api: Api) -> None:
     assert answer.json() == {"auth": f"app-key:{expected}"}
 
 
+@pytest.mark.parametrize("channel", ["private-admin-events", "private-admin-health"])
+def test_pusher_auth_signs_relaycasts_admin_channels(api: Api, channel: str) -> None:
+    answer = requests.post(api.url + "/pusher/auth", headers=_auth(), timeout=10,
+                           data={"socket_id": "123.456", "channel_name": channel})
+    assert answer.status_code == 200
+
+
 @pytest.mark.parametrize("channel", ["logs-run-7", "presence-logs-run-7",
                                      "private-encrypted-logs-run-7", "private-billing",
-                                     "private-chat-logs-run-7"])
+                                     "private-chat-logs-run-7", "private-admin-secrets",
+                                     "private-admin-events-extra", "private-logs-bad id"])
 def test_pusher_auth_refuses_other_channels(api: Api, channel: str) -> None:
     answer = requests.post(api.url + "/pusher/auth", headers=_auth(), timeout=10,
                            data={"socket_id": "123.456", "channel_name": channel})

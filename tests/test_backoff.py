@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from tasks.backoff import compute_backoff
+from broadcasters.backoff import compute_backoff
 
 
 def _top() -> float:

@@ -25,10 +25,10 @@ def test_default_order_is_every_configured_provider_then_log() -> None:
 
 def test_environment_and_dotenv_are_read(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.chdir(tmp_path)
-    (tmp_path / ".env").write_text("RELAYCAST_CHANNEL_PREFIX=acme-\nPUSHER_SSL=false\n")
+    (tmp_path / ".env").write_text("RELAYCAST_CHANNEL_PREFIX=private-acme-\nPUSHER_SSL=false\n")
     monkeypatch.setenv("RELAYCAST_FLUSH_INTERVAL_MS", "25")
     settings = load_settings()
-    assert settings.channel_prefix == "acme-"
+    assert settings.channel_prefix == "private-acme-"
     assert settings.pusher_ssl is False
     assert settings.flush_interval_ms == 25
 
@@ -42,7 +42,21 @@ def test_environment_and_dotenv_are_read(monkeypatch: pytest.MonkeyPatch, tmp_pa
         ({"PUSHER_APP_ID": "1", "PUSHER_SECRET": SECRET}, "PUSHER_KEY"),
         ({"RELAYCAST_BROADCASTERS": "pusher,carrier-pigeon"}, "RELAYCAST_BROADCASTERS"),
         ({"RELAYCAST_BROADCASTERS": "pusher"}, "RELAYCAST_BROADCASTERS"),
-        ({"RELAYCAST_CHANNEL_PREFIX": "bad prefix!"}, "RELAYCAST_CHANNEL_PREFIX"),
+        ({"RELAYCAST_CHANNEL_PREFIX": "private-bad prefix!"}, "RELAYCAST_CHANNEL_PREFIX"),
+        ({"RELAYCAST_CHANNEL_PREFIX": ""}, "RELAYCAST_CHANNEL_PREFIX"),
+        ({"RELAYCAST_CHANNEL_PREFIX": "public-"}, "RELAYCAST_CHANNEL_PREFIX"),
+        ({"RELAYCAST_CHANNEL_PREFIX": "private-encrypted-"}, "RELAYCAST_CHANNEL_PREFIX"),
+        ({"RELAYCAST_ADMIN_TOKEN": ""}, "RELAYCAST_ADMIN_TOKEN"),
+        ({"RELAYCAST_ADMIN_TOKEN": "   "}, "RELAYCAST_ADMIN_TOKEN"),
+        ({"RELAYCAST_ADMIN_TOKEN": "change-me"}, "RELAYCAST_ADMIN_TOKEN"),
+        ({"RELAYCAST_ADMIN_TOKEN": "short-token"}, "RELAYCAST_ADMIN_TOKEN"),
+        ({"REDIS_URL": "nonsense"}, "REDIS_URL"),
+        ({"REDIS_URL": "http://localhost:6379"}, "REDIS_URL"),
+        ({"CELERY_BROKER_URL": "nonsense"}, "CELERY_BROKER_URL"),
+        ({"DATABASE_URL": "garbage"}, "DATABASE_URL"),
+        ({"DATABASE_URL": "mysql://user@host/db"}, "DATABASE_URL"),
+        ({"DATABASE_URL": "postgresql+asyncpg://user@host/db"}, "DATABASE_URL"),
+        ({"RELAYCAST_ORDER_WAIT_MS": "-1"}, "RELAYCAST_ORDER_WAIT_MS"),
         ({"RELAYCAST_QUOTA_DISABLE": "soon"}, "RELAYCAST_QUOTA_DISABLE"),
         ({"RELAYCAST_FLUSH_INTERVAL_MS": "0"}, "RELAYCAST_FLUSH_INTERVAL_MS"),
         ({"PUSHER_SSL": "maybe"}, "PUSHER_SSL"),
@@ -54,6 +68,31 @@ def test_a_bad_value_names_the_variable(env: dict[str, str], variable: str) -> N
         load_settings(**env)
     assert variable in str(caught.value)
     assert SECRET not in str(caught.value)
+
+
+@pytest.mark.parametrize(("given", "stored"), [
+    ("postgres://u:p@db:5432/relaycast", "postgresql+psycopg://u:p@db:5432/relaycast"),
+    ("postgresql://u@db/relaycast", "postgresql+psycopg://u@db/relaycast"),
+    ("postgresql+psycopg://u@db/relaycast", "postgresql+psycopg://u@db/relaycast"),
+    ("sqlite:////var/lib/relaycast.db", "sqlite:////var/lib/relaycast.db"),
+])
+def test_database_urls_people_have_mean_postgresql_through_psycopg(given: str, stored: str) -> None:
+    assert load_settings(DATABASE_URL=given).database_url == stored
+
+
+def test_the_messages_say_what_to_do() -> None:
+    def message(**env: str) -> str:
+        with pytest.raises(ConfigError) as caught:
+            load_settings(**env)
+        return str(caught.value)
+
+    assert "must start with 'private-'" in message(RELAYCAST_CHANNEL_PREFIX="public-")
+    assert "secrets.token_urlsafe" in message(RELAYCAST_ADMIN_TOKEN="")
+    assert "at least 16 characters" in message(RELAYCAST_ADMIN_TOKEN="tooshort")
+    assert "placeholder" in message(RELAYCAST_ADMIN_TOKEN="change-me")
+    assert "SQLite or PostgreSQL" in message(DATABASE_URL="mysql://u@h/db")
+    assert "redis://" in message(REDIS_URL="nonsense")
+    assert load_settings(RELAYCAST_ADMIN_TOKEN="x" * 16).admin_token is not None
 
 
 def test_bad_configuration_stops_every_command_with_one_line(tmp_path: Path) -> None:
@@ -73,3 +112,22 @@ def test_secrets_are_masked_in_the_settings_repr() -> None:
                         ABLY_API_KEY="app.key:" + SECRET, RELAYCAST_ADMIN_TOKEN=SECRET)
     assert SECRET not in repr(settings)
     assert SECRET not in str(settings.model_dump())
+
+
+@pytest.mark.parametrize(("env", "variable"), [
+    ({"REDIS_URL": "nonsense"}, "REDIS_URL"),
+    ({"DATABASE_URL": "garbage"}, "DATABASE_URL"),
+    ({"DATABASE_URL": "mysql://user@host/db"}, "DATABASE_URL"),
+    ({"RELAYCAST_ADMIN_TOKEN": ""}, "RELAYCAST_ADMIN_TOKEN"),
+])
+def test_celery_itself_stops_with_one_line_naming_the_variable(
+        env: dict[str, str], variable: str, tmp_path: Path) -> None:
+    from support.workers import run_python
+
+    result = run_python("-m", "celery", "-A", "tasks", "report", env=env, cwd=REPO,
+                        timeout_s=60)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert variable in lines[0]
+    assert "Traceback" not in result.stderr

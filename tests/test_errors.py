@@ -8,6 +8,7 @@ from broadcasters.errors import (
     AuthFailed,
     BadRequest,
     BroadcastError,
+    FlagAction,
     PayloadTooLarge,
     QuotaExceeded,
     RateLimited,
@@ -44,10 +45,19 @@ def test_status_and_body_decide_the_category(
     assert error.status == status
 
 
-def test_only_rate_limits_and_transient_errors_are_retryable() -> None:
-    retryable = {cls.category for cls in (QuotaExceeded, RateLimited, PayloadTooLarge, BadRequest,
-                                          AuthFailed, TransientError) if cls.retryable}
-    assert retryable == {"rate_limited", "transient"}
+ALL = (QuotaExceeded, RateLimited, PayloadTooLarge, BadRequest, AuthFailed, TransientError)
+
+
+def test_only_failures_of_the_message_itself_are_final() -> None:
+    final = {cls.category for cls in ALL if not cls.retryable}
+    assert final == {"too_large", "bad_request"}, "nothing is retried that cannot succeed"
+
+
+def test_each_category_says_what_happens_to_its_broadcaster() -> None:
+    actions = {cls.category: cls.flag for cls in ALL}
+    assert actions == {"quota": FlagAction.UNTIL_RESET, "rate_limited": FlagAction.PAUSE,
+                       "auth": FlagAction.UNTIL_ENABLED, "too_large": None,
+                       "bad_request": None, "transient": None}
 
 
 def test_retry_after_header_is_honoured_and_bounded() -> None:

@@ -47,14 +47,14 @@ def test_beat_publishes_a_health_report_whose_counts_match_what_happened(
     manager = build_manager(load_settings(**env))
     proxy.fail_next(403, "Over quota")
     first = manager.send([Message.from_data("private-admin-events", "x", {"n": 0}, "m0")])
-    assert [name for _, name in first.delivered] == ["log"]
+    assert [name for _, name in first.logged] == ["log"]
     time.sleep(1.2)  # the quota flag lifts
     known = 5
     for n in range(1, known + 1):
         report = manager.send([Message.from_data("private-admin-events", "x", {"n": n}, f"m{n}")])
         assert [name for _, name in report.delivered] == ["pusher"]
     manager.close()
-    manager.state.store.client.close()  # type: ignore[attr-defined]
+    manager.state.close()
 
     subscriber = subscriber_factory()
     subscriber.subscribe("private-admin-health")

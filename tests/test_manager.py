@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import time
 
+import pytest
+
 from broadcasters.base import Message
 from broadcasters.errors import (
     AuthFailed,
@@ -121,6 +123,7 @@ def test_everything_flagged_means_retry_later(shared_state: SharedState) -> None
     report = _manager(shared_state, only).send([_batch(3)])
     assert only.requests == 0
     assert report.should_retry
+    assert report.next_chance_s == pytest.approx(60, abs=1)
     assert "maintenance" in str(next(iter(report.pending_errors.values())))
 
 
@@ -154,3 +157,94 @@ def test_flags_are_read_once_per_cache_window(shared_state: SharedState) -> None
     manager.invalidate_flags()
     manager.send([_batch(1, "run-3")])
     assert stub.requests == 2
+
+
+# Live and non-live broadcasters ------------------------------------------------------------------
+
+
+def test_lines_only_log_took_are_still_owed_to_the_live_broadcaster(
+        shared_state: SharedState) -> None:
+    pusher, log = StubBroadcaster("pusher"), StubBroadcaster("log", live=False)
+    pusher.fail_next(TransientError("connection refused"))
+    manager = _manager(shared_state, pusher, log)
+    report = manager.send([_batch(20)])
+    assert _seqs(log.sent) == list(range(1, 21)), "log wrote them, for operators"
+    assert report.delivered == [], "but no browser received them"
+    assert {m.id for m, _ in report.logged} == {m.id for m in report.pending}
+    assert _seqs(report.pending) == list(range(1, 21))
+    assert report.next_chance_s == 0.0, "a transient failure is worth retrying at once"
+    retry = manager.send(report.pending, live_only=True)
+    assert not retry.should_retry
+    assert len(log.sent) == len(report.logged), "a retry does not write to log again"
+    assert [name for _, name in retry.delivered] == ["pusher"] * len(retry.delivered)
+
+
+def test_with_no_live_broadcaster_configured_log_is_final(shared_state: SharedState) -> None:
+    log = StubBroadcaster("log", live=False)
+    report = _manager(shared_state, log).send([_batch(5)])
+    assert not report.should_retry
+    assert [name for _, name in report.delivered] == ["log"]
+    assert report.logged == []
+
+
+def test_when_every_live_broadcaster_is_off_until_later_no_retry_can_help(
+        shared_state: SharedState) -> None:
+    shared_state.disable("pusher", "maintenance", until=None)
+    pusher, log = StubBroadcaster("pusher"), StubBroadcaster("log", live=False)
+    report = _manager(shared_state, pusher, log).send([_batch(5)])
+    assert pusher.requests == 0
+    assert report.should_retry
+    assert report.next_chance_s is None, "off until an operator re-enables it"
+    shared_state.enable("pusher")
+    shared_state.pause("pusher", 0.75, "rate limited")
+    report = _manager(shared_state, pusher, log).send([_batch(5, "run-2")])
+    assert report.next_chance_s == pytest.approx(0.75, abs=0.1), "a pause ends by itself"
+
+
+def test_a_change_of_carrier_is_announced_once_for_every_worker(shared_state: SharedState) -> None:
+    first_worker = [StubBroadcaster("pusher"), StubBroadcaster("log", live=False)]
+    second_worker = [StubBroadcaster("pusher"), StubBroadcaster("log", live=False)]
+    a = _manager(shared_state, *first_worker, control_channel="private-admin-events")
+    b = _manager(shared_state, *second_worker, control_channel="private-admin-events")
+    a.send([_batch(2)])
+    b.send([_batch(2, "run-2")])
+    shared_state.disable("pusher", "disabled by an operator", until=None, set_by="relaycast-cli")
+    a.send([_batch(2, "run-3")])
+    b.send([_batch(2, "run-4")])
+    sent = [m for stub in first_worker + second_worker for m in stub.sent]
+    changes = [json.loads(m.payload) for m in sent if m.event == "provider-changed"]
+    assert len(changes) == 2, "once, on log and on pusher (which still works: an operator)"
+    assert {(c["from"], c["to"], c["live"]) for c in changes} == {("pusher", "log", False)}
+    assert changes[0]["reason"] == "disabled by an operator"
+    announced_on_pusher = [m for m in first_worker[0].sent + second_worker[0].sent
+                           if m.event == "provider-changed"]
+    assert len(announced_on_pusher) == 1, "browsers on Pusher hear that they must switch"
+
+
+def test_a_quota_stop_is_not_announced_on_the_provider_that_ran_out(
+        shared_state: SharedState) -> None:
+    pusher, log = StubBroadcaster("pusher"), StubBroadcaster("log", live=False)
+    manager = _manager(shared_state, pusher, log, control_channel="private-admin-events")
+    manager.send([_batch(2)])
+    pusher.fail_always(QuotaExceeded("over quota", status=403))
+    manager.send([_batch(2, "run-2")])
+    assert pusher.requests == 2, "one request found out; none was spent on the announcement"
+    assert [m.event for m in log.sent if m.event != "log"] == ["provider-changed"]
+
+
+def test_an_item_that_cannot_be_encoded_fails_alone(shared_state: SharedState) -> None:
+    stub = StubBroadcaster("pusher")
+    broken = LogBatch("private-logs-run-2", "run-2", [{"ts": 1, "level": "info",
+                                                       "message": "no seq", "data": {}}])
+    report = _manager(shared_state, stub).send([_batch(3), broken, _batch(2, "run-3")])
+    assert _seqs(stub.sent) == [1, 2, 3, 1, 2]
+    assert [e.category for _, e in report.failed] == ["bad_request"]
+
+
+def test_a_lone_surrogate_never_stops_a_message(shared_state: SharedState) -> None:
+    stub = StubBroadcaster("pusher")
+    batch = _batch(3, text="report-\udcff.csv")
+    report = _manager(shared_state, stub).send([batch])
+    assert not report.should_retry and not report.failed
+    assert _seqs(stub.sent) == [1, 2, 3]
+    assert "report-\ufffd.csv 1" in stub.sent[0].payload

@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import re
-import shlex
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 import requests
 import yaml
 from support.servers import _ChildProcess, free_port
 from support.workers import CeleryWorker, project_env
 
+from config import load_settings
 from config.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
@@ -149,4 +150,13 @@ def test_every_variable_compose_and_env_example_set_is_one_the_settings_know() -
     assert known <= listed | {"RELAYCAST_TEST_POSTGRES"}, known - listed
     assert listed - known <= {"FLOWER_BASIC_AUTH"}, listed - known
     for argv in (compose["services"][n]["command"] for n in RELAYCAST_SERVICES):
-        assert shlex.join(argv)  # every command is a plain argv list
+        assert isinstance(argv, list), f"{argv!r}: a command is an argv list, not a shell string"
+
+
+def test_env_example_copied_to_env_is_a_valid_configuration(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / ".env").write_text((REPO / ".env.example").read_text())
+    monkeypatch.chdir(tmp_path)
+    settings = load_settings()
+    assert settings.pusher_app_id == "1"
+    assert settings.admin_token is None, "no example token: each deployment makes its own"

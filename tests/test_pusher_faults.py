@@ -18,9 +18,9 @@ from support.fault_server import FaultServer
 from support.servers import RedisServer
 from support.workers import relaycast_cli, run_python
 
+from broadcasters.backends import RedisBackend
 from broadcasters.factory import build_manager
 from broadcasters.packing import LogBatch
-from broadcasters.state import RedisStore
 from config import load_settings
 
 REPO = Path(__file__).resolve().parents[1]
@@ -50,7 +50,7 @@ def _log_requests(fault_server: FaultServer) -> int:
 def redis_state_env(redis_server: RedisServer) -> Iterator[dict[str, str]]:
     prefix = f"faults-{time.monotonic_ns()}:"
     yield {"REDIS_URL": redis_server.url, "RELAYCAST_STATE_PREFIX": prefix}
-    store = RedisStore.from_url(redis_server.url, prefix)
+    store = RedisBackend.from_url(redis_server.url, prefix)
     store.delete(store.scan("*"))
     store.client.close()
 
@@ -63,7 +63,8 @@ def test_over_quota_flags_pusher_for_every_worker_process(
     manager = build_manager(load_settings(**env))
     report = manager.send([_batch(300)])
     assert fault_server.count(BATCH_EVENTS) == 1, "the quota answer stops this batch at once"
-    assert {name for _, name in report.delivered} == {"log"}, "lines went to the next broadcaster"
+    assert {name for _, name in report.logged} == {"log"}, "lines went to the next broadcaster"
+    assert report.next_chance_s is None, "no retry helps before the quota resets"
     flag = manager.state.flags(["pusher"])["pusher"]
     assert flag.reason.startswith("quota exceeded") and flag.until is not None
 
@@ -101,7 +102,8 @@ def test_429_pauses_pusher_for_retry_after_and_moves_on(fault_server: FaultServe
     fault_server.respond(429, "Too many requests", headers={"Retry-After": "2"}, times=1)
     manager = build_manager(load_settings(**_env(fault_server)))
     report = manager.send([_batch(5)])
-    assert {name for _, name in report.delivered} == {"log"}
+    assert {name for _, name in report.logged} == {"log"}
+    assert report.next_chance_s == pytest.approx(2, abs=0.5), "a retry helps after the pause"
     flag = manager.state.flags(["pusher"])["pusher"]
     assert flag.kind == "paused"
     assert flag.until == pytest.approx(time.time() + 2, abs=0.5)
@@ -147,8 +149,8 @@ def test_401_disables_pusher_with_credentials_rejected(
     manager = build_manager(load_settings(**_env(fault_server)))
     with caplog.at_level(logging.DEBUG):
         report = manager.send([_batch(5)])
-    assert not report.should_retry
-    assert {name for _, name in report.delivered} == {"log"}
+    assert report.next_chance_s is None, "nothing is retried before an operator re-enables it"
+    assert {name for _, name in report.logged} == {"log"}
     flag = manager.state.flags(["pusher"])["pusher"]
     assert (flag.reason, flag.until) == ("credentials rejected", None)
     assert "credentials rejected" in caplog.text

@@ -9,11 +9,12 @@ from collections.abc import Callable
 from support.pusher_ws import Subscriber, sign_channel
 from support.servers import Soketi
 
+from broadcasters.backends import MemoryBackend
 from broadcasters.base import Message
 from broadcasters.factory import build_manager
 from broadcasters.packing import LogBatch
 from broadcasters.pusher import PusherBroadcaster
-from broadcasters.state import MemoryStore, SharedState
+from broadcasters.state import SharedState
 from config import Settings, load_settings
 
 SubscriberFactory = Callable[..., Subscriber]
@@ -33,19 +34,6 @@ def _received_seqs(events: list[dict[str, object]]) -> list[int]:
             for line in e["data"]["events"]]  # type: ignore[index]
 
 
-def test_a_message_reaches_a_subscriber_of_a_public_channel(
-    soketi: Soketi, subscriber_factory: SubscriberFactory
-) -> None:
-    subscriber = subscriber_factory()
-    subscriber.subscribe("logs-public-1")
-    manager = build_manager(_settings(soketi, RELAYCAST_CHANNEL_PREFIX=""), SharedState(MemoryStore()))
-    report = manager.send([LogBatch("logs-public-1", "public-1", _lines(3))])
-    assert not report.should_retry and not report.failed
-    (event,) = subscriber.wait_for_events("logs-public-1", "log")
-    assert event["data"]["run_id"] == "public-1"
-    assert _received_seqs([event]) == [1, 2, 3]
-
-
 def test_a_message_reaches_a_signed_subscriber_of_a_private_channel(
     soketi: Soketi, subscriber_factory: SubscriberFactory
 ) -> None:
@@ -53,7 +41,7 @@ def test_a_message_reaches_a_signed_subscriber_of_a_private_channel(
     subscriber = subscriber_factory()
     subscriber.subscribe(channel, auth=sign_channel(soketi.key, soketi.secret,
                                                     subscriber.socket_id, channel))
-    manager = build_manager(_settings(soketi), SharedState(MemoryStore()))
+    manager = build_manager(_settings(soketi), SharedState(MemoryBackend()))
     report = manager.send([LogBatch(channel, "run-42", _lines(2000))])
     assert not report.should_retry and not report.failed
     assert len(report.delivered) > 10, "2,000 lines need several messages and requests"
@@ -72,7 +60,7 @@ def test_utf8_over_10kb_is_split_or_truncated_so_soketi_never_answers_413(
     assert len(text) < 10_000 < len(text.encode())
     lines = [*_lines(5), {"seq": 6, "ts": 1, "level": "warning", "message": text, "data": {}},
              *_lines(5, start=7)]
-    manager = build_manager(_settings(soketi), SharedState(MemoryStore()))
+    manager = build_manager(_settings(soketi), SharedState(MemoryBackend()))
     report = manager.send([LogBatch(channel, "utf8", lines)])
     assert report.failed == [] and not report.should_retry
     assert manager.state.counts("pusher").failed == {}

@@ -1,4 +1,5 @@
-"""Shared state: flags and counters on Redis and in memory, healing by TTL, failing open."""
+"""Shared state: flags, outcomes and counters on Redis and in memory, healing by TTL,
+failing open (or, for an operator's own calls, saying that nothing was stored)."""
 
 from __future__ import annotations
 
@@ -6,22 +7,28 @@ import time
 
 import pytest
 
+from broadcasters.backends import RedisBackend, StateUnavailable
 from broadcasters.state import (
+    BroadcasterState,
     Counts,
-    RedisStore,
+    FlagCause,
+    Outcome,
     SharedState,
     counts_from_send,
     next_utc_midnight,
 )
 
+UNREACHABLE = "redis://127.0.0.1:1/0"
 
-def test_a_disabled_flag_is_seen_with_reason_and_until(shared_state: SharedState) -> None:
+
+def test_a_disabled_flag_is_seen_with_reason_until_and_cause(shared_state: SharedState) -> None:
     until = time.time() + 60
-    shared_state.disable("pusher", "quota exceeded", until=until, set_by="worker-a")
+    shared_state.disable("pusher", "quota exceeded", until=until, set_by="worker-a",
+                         cause=FlagCause.QUOTA)
     flag = shared_state.flags(["pusher", "log"])["pusher"]
-    assert flag.reason == "quota exceeded"
+    assert (flag.reason, flag.set_by, flag.cause) == ("quota exceeded", "worker-a", FlagCause.QUOTA)
     assert flag.until == pytest.approx(until)
-    assert flag.set_by == "worker-a"
+    assert flag.kind is BroadcasterState.DISABLED
     assert "log" not in shared_state.flags(["pusher", "log"])
 
 
@@ -36,7 +43,8 @@ def test_enable_lifts_disabled_and_paused(shared_state: SharedState) -> None:
     shared_state.disable("pusher", "credentials rejected", until=None)
     shared_state.pause("ably", 30, "rate limited")
     assert set(shared_state.flags(["pusher", "ably"])) == {"pusher", "ably"}
-    assert shared_state.flags(["ably"])["ably"].kind == "paused"
+    paused = shared_state.flags(["ably"])["ably"]
+    assert (paused.kind, paused.cause) == (BroadcasterState.PAUSED, FlagCause.RATE_LIMIT)
     shared_state.enable("pusher")
     shared_state.enable("ably")
     assert shared_state.flags(["pusher", "ably"]) == {}
@@ -56,13 +64,45 @@ def test_counters_add_up_over_the_hour_and_the_day(shared_state: SharedState) ->
     assert shared_state.usage_today("pusher") == {"messages": 20, "requests": 3}
 
 
+def test_the_latest_outcome_says_whether_a_broadcaster_is_failing_now(
+        shared_state: SharedState) -> None:
+    shared_state.record({"pusher": Counts(sent=3, requests=1)})
+    first = shared_state.outcomes(["pusher"])["pusher"]
+    assert first.ok_at is not None and first.error_at is None
+    assert first.failing_since(time.time(), within_s=60) is None
+    time.sleep(0.01)
+    shared_state.record({"pusher": Counts(requests=1, failed={"transient": 1})},
+                        {"pusher": "transient: HTTP 502: bad gateway"})
+    failing = shared_state.outcomes(["pusher"])["pusher"]
+    assert failing.error == "transient: HTTP 502: bad gateway"
+    assert failing.failing_since(time.time(), within_s=60) == failing.error_at
+    assert failing.failing_since(time.time() + 120, within_s=60) is None, "an old failure is history"
+    time.sleep(0.01)
+    shared_state.record({"pusher": Counts(sent=1, requests=1)})
+    assert shared_state.outcomes(["pusher"])["pusher"].failing_since(time.time(), 60) is None
+
+
+def test_an_outcome_with_a_later_success_is_not_failing() -> None:
+    assert Outcome(ok_at=10.0, error_at=5.0).failing_since(11.0, within_s=60) is None
+    assert Outcome(ok_at=5.0, error_at=10.0).failing_since(11.0, within_s=60) == 10.0
+    assert Outcome().failing_since(11.0, within_s=60) is None
+
+
 def test_unreachable_redis_fails_open_and_counts_it() -> None:
-    state = SharedState(RedisStore.from_url("redis://127.0.0.1:1/0", timeout_s=0.2))
+    state = SharedState(RedisBackend.from_url(UNREACHABLE, timeout_s=0.2))
     assert state.flags(["pusher"]) == {}
     state.disable("pusher", "quota exceeded", until=time.time() + 60)
     state.record({"pusher": Counts(sent=1, requests=1)})
     assert state.counts("pusher").sent == 0
-    assert state.store_errors == 4
+    assert state.errors == 5, "flags, disable, counters, outcome, counts: each failed open"
+
+
+def test_an_operators_disable_or_enable_raises_when_nothing_could_be_stored() -> None:
+    state = SharedState(RedisBackend.from_url(UNREACHABLE, timeout_s=0.2))
+    with pytest.raises(StateUnavailable):
+        state.disable("pusher", "maintenance", until=None, strict=True)
+    with pytest.raises(StateUnavailable):
+        state.enable("pusher")
 
 
 def test_next_utc_midnight() -> None:
@@ -72,7 +112,7 @@ def test_next_utc_midnight() -> None:
 def test_sent_per_minute_gives_the_last_hours_minute_buckets_oldest_first(
         shared_state: SharedState) -> None:
     now = [1_700_000_000.0]  # 22:13:20 UTC: minute bucket 28_333_333
-    state = SharedState(shared_state.store, clock=lambda: now[0])
+    state = SharedState(shared_state.backend, clock=lambda: now[0])
     state.record({"pusher": Counts(sent=5, requests=1), "log": Counts(sent=2, requests=1)})
     now[0] += 120  # two minutes later
     state.record({"pusher": Counts(sent=7, requests=1)})
@@ -87,6 +127,6 @@ def test_sent_per_minute_gives_the_last_hours_minute_buckets_oldest_first(
 
 
 def test_sent_per_minute_is_zeros_when_redis_is_unreachable() -> None:
-    state = SharedState(RedisStore.from_url("redis://127.0.0.1:1/0", timeout_s=0.2))
+    state = SharedState(RedisBackend.from_url(UNREACHABLE, timeout_s=0.2))
     assert state.sent_per_minute("pusher", minutes=3) == [0, 0, 0]
-    assert state.store_errors == 1
+    assert state.errors == 1

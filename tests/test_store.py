@@ -1,22 +1,18 @@
-"""LogStore on SQLite and PostgreSQL, its migrations, and the ``relaycast logs`` / ``db`` commands."""
+"""LogStore on SQLite and PostgreSQL: seqs allocated where lines are stored, line states,
+runs, and migrations."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-from collections.abc import Sequence
+import logging
 from typing import Any
 
 import pytest
-from sqlalchemy import inspect
+from sqlalchemy import insert, inspect
 
-from relaycast.cli import main
-from workflows.models import FAILED, PENDING, SENT
+from workflows.models import LineState, LogLine, RunStatus
 from workflows.store import LogStore, current_revision, head_revision, make_engine, store_for
 
-CLI_TIMEOUT_S = 60
+PENDING, SENT, FAILED = LineState.PENDING, LineState.SENT, LineState.FAILED
 
 
 def _row(run_id: str, seq: int, message: str | None = None, *, level: str = "info",
@@ -28,6 +24,50 @@ def _row(run_id: str, seq: int, message: str | None = None, *, level: str = "inf
 
 def _states(store: LogStore, run_id: str) -> dict[int, tuple[str, str | None]]:
     return {line.seq: (line.broadcast_state, line.broadcaster) for line in store.lines(run_id)}
+
+
+def _drafts(*messages: str) -> list[dict[str, Any]]:
+    return [{"ts": 1_700_000_000_000 + i, "level": "info", "message": m, "data": {"i": i}}
+            for i, m in enumerate(messages)]
+
+
+# Numbering ---------------------------------------------------------------------------------------
+
+
+def test_append_numbers_each_run_from_1_and_continues_across_calls(store: LogStore) -> None:
+    first = store.append([("run-a", _drafts("a1", "a2")), ("run-b", _drafts("b1"))])
+    assert [(run, [e["seq"] for e in events]) for run, events in first] == [
+        ("run-a", [1, 2]), ("run-b", [1])]
+    assert first[0][1][0] == {"seq": 1, "ts": 1_700_000_000_000, "level": "info", "message": "a1",
+                              "data": {"i": 0}}
+    second = store.append([("run-a", _drafts("a3"))])
+    assert second[0][1][0]["seq"] == 3
+    assert [line.message for line in store.lines("run-a")] == ["a1", "a2", "a3"]
+    assert store.last_seqs(["run-a", "run-b", "none"]) == {"run-a": 3, "run-b": 1}
+    assert store.append([]) == [] and store.append([("run-c", [])]) == []
+
+
+def test_lines_written_with_their_own_seqs_move_the_counter_past_them(store: LogStore) -> None:
+    store.insert_lines([_row("run-a", seq) for seq in (1, 2, 7)])
+    [(_, events)] = store.append([("run-a", _drafts("next"))])
+    assert events[0]["seq"] == 8
+
+
+def test_a_collision_with_a_stored_line_is_never_silent(
+        store: LogStore, caplog: pytest.LogCaptureFixture) -> None:
+    """A counter behind the lines (rows written without it: a tool, an older relaycast)."""
+    store.append([("run-a", _drafts("a1", "a2"))])
+    with store.engine.begin() as connection:  # behind the counter's back
+        connection.execute(insert(LogLine).values(
+            run_id="run-a", seq=3, ts=0, level="info", message="written elsewhere", data={},
+            broadcast_state=PENDING))
+    with caplog.at_level(logging.WARNING, logger="workflows.store"):
+        [(_, events)] = store.append([("run-a", _drafts("a3", "a4"))])
+    assert [e["seq"] for e in events] == [4, 5], "renumbered past the stored line, in order"
+    assert [line.message for line in store.lines("run-a")] == [
+        "a1", "a2", "written elsewhere", "a3", "a4"]
+    assert store.renumbered == 2
+    assert any("collided with stored lines" in r.getMessage() for r in caplog.records)
 
 
 # Lines -----------------------------------------------------------------------------------------
@@ -56,15 +96,6 @@ def test_inserting_no_rows_is_a_no_op(store: LogStore) -> None:
     store.insert_lines([])
     assert store.broadcast_counts() == {}
     assert store.oldest_pending_ts() is None
-
-
-def test_max_seqs_gives_each_runs_highest_seq_and_leaves_out_runs_without_lines(
-        store: LogStore) -> None:
-    store.insert_lines([_row("run-b", seq) for seq in (7, 2, 5)] + [_row("run-a", 1), _row("run-a", 3)])
-    assert store.max_seqs(["run-a", "run-b", "run-none"]) == {"run-a": 3, "run-b": 7}
-    assert store.max_seqs(iter(["run-b"])) == {"run-b": 7}
-    assert store.max_seqs([]) == {}
-    assert store.max_seqs(["run-none"]) == {}
 
 
 def test_lines_after_a_seq_are_exactly_the_later_ones_in_order(store: LogStore) -> None:
@@ -139,39 +170,67 @@ def test_start_run_and_finish_run_record_a_runs_lifecycle(store: LogStore) -> No
         "etl", "running", {"source": "demo", "limit": 5}, None, None)
     assert run.started_at > 1_600_000_000_000, "epoch milliseconds"
 
-    store.finish_run("etl-1", "failed", "ValueError: bad row")
+    ended = store.finish_run("etl-1", RunStatus.FAILED, "ValueError: bad row")
+    assert ended is not None, "this call ended it"
     run = store.run("etl-1")
     assert run is not None
     assert (run.status, run.error) == ("failed", "ValueError: bad row")
     assert run.finished_at is not None and run.finished_at >= run.started_at
 
-    # A retried run starts again: running, no end, no error; the original record is kept.
+    # Started again later under the same id: running, no end, no error, its new params.
     store.start_run("etl-1", "etl", {"other": True})
     run = store.run("etl-1")
     assert run is not None
     assert (run.status, run.finished_at, run.error, run.params) == (
-        "running", None, None, {"source": "demo", "limit": 5})
+        "running", None, None, {"other": True})
 
-    store.finish_run("etl-1", "succeeded")
+    store.finish_run("etl-1", RunStatus.SUCCEEDED)
     run = store.run("etl-1")
     assert run is not None
     assert (run.status, run.error) == ("succeeded", None)
 
 
-def test_finishing_an_unknown_run_creates_nothing(store: LogStore) -> None:
-    store.finish_run("never-started", "succeeded")
-    assert store.run("never-started") is None
+def test_a_run_ends_once_whoever_tries(store: LogStore) -> None:
+    store.start_run("fanout-1", "fanout", {})
+    first = store.finish_run("fanout-1", RunStatus.FAILED, "shard 3 failed")
+    assert first is not None and first.status == "failed"
+    assert store.finish_run("fanout-1", RunStatus.FAILED, "shard 5 failed") is None
+    assert store.finish_run("fanout-1", RunStatus.SUCCEEDED) is None, "a failed run stays failed"
+    run = store.run("fanout-1")
+    assert run is not None
+    assert (run.status, run.error) == ("failed", "shard 3 failed")
+
+
+def test_a_run_whose_start_never_reached_sql_is_recorded_as_ended(store: LogStore) -> None:
+    ended = store.finish_run("lost-start", RunStatus.SUCCEEDED, at_ms=5000, workflow="etl")
+    assert ended is not None
+    assert (ended.status, ended.workflow, ended.started_at, ended.finished_at) == (
+        "succeeded", "etl", 5000, 5000)
+    assert store.finish_run("lost-start", RunStatus.FAILED) is None
+
+
+def test_a_start_that_reaches_sql_after_the_end_does_not_undo_it(store: LogStore) -> None:
+    store.finish_run("quick", RunStatus.FAILED, "boom", at_ms=2000, workflow="etl")
+    store.start_run("quick", "etl", {"rows": 1}, at_ms=1000)  # the emitter's flush, late
+    run = store.run("quick")
+    assert run is not None
+    assert (run.status, run.finished_at) == ("failed", 2000)
+    store.start_run("quick", "etl", {"rows": 2}, at_ms=3000)  # a new run on the same id
+    run = store.run("quick")
+    assert run is not None
+    assert (run.status, run.finished_at, run.params) == ("running", None, {"rows": 2})
 
 
 def test_recent_runs_are_newest_first_limited_and_filtered_by_status(store: LogStore) -> None:
-    for i, status in enumerate(["succeeded", "failed", "running", "succeeded"]):
+    statuses = [RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.RUNNING, RunStatus.SUCCEEDED]
+    for i, status in enumerate(statuses):
         store.start_run(f"run-{i}", "etl", {}, at_ms=1_700_000_000_000 + i * 1000)
-        if status != "running":
+        if status is not RunStatus.RUNNING:
             store.finish_run(f"run-{i}", status, at_ms=1_700_000_000_500 + i * 1000)
     assert [r.run_id for r in store.recent_runs()] == ["run-3", "run-2", "run-1", "run-0"]
     assert [r.run_id for r in store.recent_runs(limit=2)] == ["run-3", "run-2"]
-    assert [r.run_id for r in store.recent_runs(status="succeeded")] == ["run-3", "run-0"]
-    assert [r.run_id for r in store.recent_runs(status="running")] == ["run-2"]
+    assert [r.run_id for r in store.recent_runs(status=RunStatus.SUCCEEDED)] == ["run-3", "run-0"]
+    assert [r.run_id for r in store.recent_runs(status=RunStatus.RUNNING)] == ["run-2"]
 
 
 def test_line_counts_give_each_runs_lines_and_highest_seq(store: LogStore) -> None:
@@ -213,124 +272,3 @@ def test_store_for_gives_one_store_per_process_and_url(sqlite_url: str, tmp_path
     finally:
         first.engine.dispose()
         store_for(other_url).engine.dispose()
-
-
-# The command line -------------------------------------------------------------------------------
-
-
-def _cli_env(database_url: str) -> dict[str, str]:
-    return {**os.environ, "DATABASE_URL": database_url, "RELAYCAST_LOG_LEVEL": "WARNING"}
-
-
-def _run_cli(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "relaycast", *args], env=_cli_env(database_url),
-                          capture_output=True, text=True, timeout=CLI_TIMEOUT_S, check=False)
-
-
-def _run_cli_concurrently(*commands: tuple[str, Sequence[str]]
-                          ) -> list[subprocess.CompletedProcess[str]]:
-    """Independent ``(database_url, args)`` commands, started together to keep the suite fast."""
-    processes = [(list(args), subprocess.Popen([sys.executable, "-m", "relaycast", *args],
-                                               env=_cli_env(url), stdout=subprocess.PIPE,
-                                               stderr=subprocess.PIPE, text=True))
-                 for url, args in commands]
-    results = []
-    for args, process in processes:
-        try:
-            out, err = process.communicate(timeout=CLI_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            out, err = process.communicate()
-        results.append(subprocess.CompletedProcess(args, process.returncode, out, err))
-    return results
-
-
-def test_relaycast_db_current_and_upgrade_work_on_a_fresh_database(database_url: str) -> None:
-    head = head_revision()
-    before = _run_cli(database_url, "db", "current")
-    assert before.returncode == 0, before.stderr
-    assert before.stdout.strip() == f"schema revision: none (latest: {head})"
-
-    upgraded = _run_cli(database_url, "db", "upgrade")
-    assert upgraded.returncode == 0, upgraded.stderr
-    assert upgraded.stdout.strip() == f"schema revision: {head} (latest: {head})"
-
-    engine = make_engine(database_url)
-    try:
-        assert current_revision(engine) == head
-        assert {"log_lines", "runs"} <= set(inspect(engine).get_table_names())
-    finally:
-        engine.dispose()
-
-
-def test_relaycast_logs_prints_a_runs_stored_lines(store: LogStore, database_url: str) -> None:
-    store.insert_lines([
-        _row("etl-1", 1, "extracting", level="debug", ts=1_700_000_000_123),
-        _row("etl-1", 2, "extracted rows", data={"rows": 1200, "source": "démo"}),
-        _row("etl-1", 3, "slow step", level="warning"),
-        _row("etl-1", 4, "boom", level="error", data={"traceback": "Traceback ..."}),
-        _row("other", 1, "not this run"),
-    ])
-    text_out, json_out, after_out = _run_cli_concurrently(
-        (database_url, ["logs", "etl-1"]), (database_url, ["logs", "etl-1", "--json"]),
-        (database_url, ["logs", "etl-1", "--json", "--after", "2"]))
-
-    assert text_out.returncode == 0, text_out.stderr
-    printed = text_out.stdout.splitlines()
-    assert len(printed) == 4
-    assert printed[0].split() == ["1", "22:13:20.123", "DEBUG", "extracting"]
-    assert printed[1].split()[0] == "2" and "INFO" in printed[1] and "extracted rows" in printed[1]
-    assert printed[1].endswith(json.dumps({"rows": 1200, "source": "démo"}, ensure_ascii=False))
-    assert "WARNING" in printed[2] and printed[2].endswith("slow step")
-    assert "ERROR" in printed[3] and "boom" in printed[3] and "Traceback ..." in printed[3]
-    assert "not this run" not in text_out.stdout
-
-    assert json_out.returncode == 0, json_out.stderr
-    assert json.loads(json_out.stdout) == [
-        {"seq": 1, "ts": 1_700_000_000_123, "level": "debug", "message": "extracting", "data": {}},
-        {"seq": 2, "ts": 1_700_000_000_002, "level": "info", "message": "extracted rows",
-         "data": {"rows": 1200, "source": "démo"}},
-        {"seq": 3, "ts": 1_700_000_000_003, "level": "warning", "message": "slow step", "data": {}},
-        {"seq": 4, "ts": 1_700_000_000_004, "level": "error", "message": "boom",
-         "data": {"traceback": "Traceback ..."}},
-    ]
-
-    assert after_out.returncode == 0, after_out.stderr
-    assert [line["seq"] for line in json.loads(after_out.stdout)] == [3, 4]
-
-
-def test_relaycast_logs_exits_1_with_a_message_when_there_are_no_lines(
-        sqlite_url: str, tmp_path: Any) -> None:
-    store = LogStore.from_url(sqlite_url)
-    store.insert_lines([_row("etl-1", 1), _row("etl-1", 2)])
-    store.engine.dispose()
-    never_used = f"sqlite:///{tmp_path / 'never-used.db'}"
-    missing, after_last, fresh = _run_cli_concurrently(
-        (sqlite_url, ["logs", "no-such-run"]), (sqlite_url, ["logs", "etl-1", "--after", "2"]),
-        (never_used, ["logs", "etl-1"]))
-    assert (missing.returncode, missing.stdout) == (1, "")
-    assert missing.stderr.strip() == "no lines for run no-such-run"
-    assert (after_last.returncode, after_last.stdout) == (1, "")
-    assert after_last.stderr.strip() == "no lines for run etl-1 after seq 2"
-    # A database never used before is upgraded on first use, then found empty.
-    assert (fresh.returncode, fresh.stderr.strip()) == (1, "no lines for run etl-1")
-    engine = make_engine(never_used)
-    try:
-        assert current_revision(engine) == head_revision()
-    finally:
-        engine.dispose()
-
-
-def test_relaycast_logs_json_also_exits_1_with_a_message_when_there_are_no_lines(
-        sqlite_url: str) -> None:
-    result = _run_cli(sqlite_url, "logs", "no-such-run", "--json")
-    assert result.returncode == 1
-    assert json.loads(result.stdout) == [], "still valid JSON on stdout"
-    assert result.stderr.strip() == "no lines for run no-such-run"
-
-
-def test_relaycast_logs_rejects_a_non_numeric_after(capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(SystemExit) as exited:
-        main(["logs", "etl-1", "--after", "ten"])
-    assert exited.value.code == 2
-    assert "--after" in capsys.readouterr().err

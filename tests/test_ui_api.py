@@ -22,8 +22,10 @@ from support.servers import RedisServer
 
 from api.auth import session_value
 from api.ui import STATIC_DIR, browser_config
-from broadcasters.state import MemoryStore, RedisStore, SharedState
+from broadcasters.backends import MemoryBackend, RedisBackend
+from broadcasters.state import SharedState
 from config import load_settings
+from workflows.models import RunStatus
 from workflows.store import LogStore
 
 REPO = Path(__file__).resolve().parents[1]
@@ -38,10 +40,10 @@ def database(sqlite_url: str) -> str:
     store = LogStore.from_url(sqlite_url)
     now = int(time.time() * 1000)
     store.start_run("run-7", "etl", {"rows": 20}, at_ms=now - 5000)
-    store.finish_run("run-7", "succeeded", at_ms=now - 2500)
+    store.finish_run("run-7", RunStatus.SUCCEEDED, at_ms=now - 2500)
     store.start_run("run-8", "agent", {}, at_ms=now - 1000)
     store.start_run("run-6", "failing", {}, at_ms=now - 9000)
-    store.finish_run("run-6", "failed", "RuntimeError: boom", at_ms=now - 8000)
+    store.finish_run("run-6", RunStatus.FAILED, "RuntimeError: boom", at_ms=now - 8000)
     store.insert_lines([{"run_id": "run-7", "seq": i, "ts": now - 5000 + i, "level": "info",
                          "message": f"line {i}", "data": {"i": i}} for i in range(1, 21)])
     store.insert_lines([{"run_id": "big", "seq": i, "ts": 1_700_000_000_000 + i,
@@ -191,7 +193,7 @@ def _config(state: SharedState, **env: str) -> dict[str, object]:
 
 
 def test_the_transport_is_pusher_while_pusher_carries_the_traffic_or_nothing_yet() -> None:
-    state = SharedState(MemoryStore())
+    state = SharedState(MemoryBackend())
     assert _config(state, **PUSHER)["transport"] == "pusher"
     state.swap_active("pusher")
     config = _config(state, **PUSHER)
@@ -208,7 +210,7 @@ def test_the_transport_is_pusher_while_pusher_carries_the_traffic_or_nothing_yet
 ])
 def test_the_transport_is_polling_when_a_browser_cannot_subscribe_to_the_traffic(
         setup: str, env: dict[str, str], reason: str) -> None:
-    state = SharedState(MemoryStore())
+    state = SharedState(MemoryBackend())
     if setup.startswith("active "):
         state.swap_active(setup.split()[1])
     elif setup == "disabled":
@@ -221,7 +223,7 @@ def test_the_transport_is_polling_when_a_browser_cannot_subscribe_to_the_traffic
 
 
 def test_browser_websocket_settings_default_to_the_pusher_ones_and_override_them() -> None:
-    state = SharedState(MemoryStore())
+    state = SharedState(MemoryBackend())
     server_side = {**PUSHER, "PUSHER_HOST": "soketi", "PUSHER_PORT": "6001", "PUSHER_SSL": "false"}
     assert _config(state, **server_side)["pusher"] == {
         "key": "app-key", "cluster": "mt1", "wsHost": "soketi", "wsPort": 6001, "forceTLS": False}
@@ -241,9 +243,9 @@ def test_ui_config_follows_the_flags_every_worker_shares(database: str,
     server = ApiServer({"DATABASE_URL": database, "REDIS_URL": redis_server.url,
                         "RELAYCAST_STATE_PREFIX": prefix, **PUSHER})
     server.start()
-    store = RedisStore.from_url(redis_server.url, prefix)
+    backend = RedisBackend.from_url(redis_server.url, prefix)
     try:
-        state = SharedState(store)
+        state = SharedState(backend)
         assert requests.get(server.url + "/ui/config", timeout=10).json()["transport"] == "pusher"
         state.disable("pusher", "disabled by an operator", until=None)
         config = requests.get(server.url + "/ui/config", timeout=10).json()
@@ -255,8 +257,8 @@ def test_ui_config_follows_the_flags_every_worker_shares(database: str,
         state.swap_active("pusher")
         assert requests.get(server.url + "/ui/config", timeout=10).json()["transport"] == "pusher"
     finally:
-        store.delete(store.scan("*"))
-        store.client.close()
+        backend.delete(backend.scan("*"))
+        backend.close()
         server.close()
 
 

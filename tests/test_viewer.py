@@ -26,6 +26,7 @@ from support.api import ApiServer
 from support.servers import Soketi, free_port, soketi_available
 from support.workers import CeleryWorker, ForwardingProxy, relaycast_cli
 
+from workflows.models import RunStatus
 from workflows.store import LogStore
 
 if TYPE_CHECKING:
@@ -291,9 +292,9 @@ def test_a_page_opened_halfway_through_a_run_merges_history_and_live_without_gap
     store = stack.store()
     try:
         deadline = time.monotonic() + 60
-        while store.max_seqs([run_id]).get(run_id, 0) < 1000 and time.monotonic() < deadline:
+        while store.last_seqs([run_id]).get(run_id, 0) < 1000 and time.monotonic() < deadline:
             time.sleep(0.05)
-        stored_when_opened = store.max_seqs([run_id]).get(run_id, 0)
+        stored_when_opened = store.last_seqs([run_id]).get(run_id, 0)
     finally:
         store.close()
     assert 1000 <= stored_when_opened < total, "the page opens mid-run"
@@ -416,9 +417,8 @@ def test_pusher_disabled_mid_run_switches_the_page_to_polling_and_the_run_comple
     switched_s = time.monotonic() - disabled
     changes = [e for e in page.evaluate("relaycastView.adminEvents()") if e["type"] == "provider-changed"]
     print(f"\npusher disabled: the page polls after {switched_s:.2f} s; provider-changed: {changes}")
-    assert changes, "the switch was announced to the page as a provider-changed event"
-    assert changes[-1]["transport"] == "polling"
-    assert changes[-1]["from"] == "pusher"
+    assert [(e["from"], e["to"]) for e in changes] == [("pusher", "log")], (
+        "the switch reached the page once, as a provider-changed event")
     at_switch = line_count(page)
     assert at_switch < total, "switched while the run still runs"
     # The runs list, opened now, cannot hear admin events either: it re-reads GET /runs.
@@ -495,7 +495,7 @@ def test_a_100000_line_stored_run_is_interactive_within_3s(
                                  "level": "error" if i % 1000 == 0 else levels[i % 10],
                                  "message": f"record {i} processed", "data": {"i": i, "ok": True}}
                                 for i in range(start, min(start + 10_000, total + 1))])
-        store.finish_run(run_id, "succeeded", at_ms=1_700_000_000_000 + total)
+        store.finish_run(run_id, RunStatus.SUCCEEDED, at_ms=1_700_000_000_000 + total)
     finally:
         store.close()
     view = viewer(stack.api)
@@ -553,7 +553,7 @@ def test_1000_lines_a_second_do_not_freeze_the_tab_and_follow_pauses_on_scroll_u
     view = viewer(stack.api)
     page = view.first
     run_id = _run_id("fast")
-    total = 10_000
+    total = 40_000  # emitted as fast as the workflow can: the pipeline sets the pace
     view.open_run(page, run_id)
     wait_for_state(page, "live", "pusher")
     page.evaluate("""() => {
@@ -578,7 +578,7 @@ def test_1000_lines_a_second_do_not_freeze_the_tab_and_follow_pauses_on_scroll_u
             }
         }).observe({type: 'longtask', buffered: false});
     }""")
-    stack.start_run("burst", run_id, lines=total, delay_ms=0.5)
+    stack.start_run("burst", run_id, lines=total)
     wait_for_lines(page, 2000)
     # Scroll up mid-run: following pauses and the view stays where the user put it.
     page.hover("#log")

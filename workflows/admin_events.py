@@ -15,7 +15,7 @@ import logging
 import re
 from typing import Any
 
-from workflows.emitter import get_emitter
+from workflows.process import get_emitter
 
 logger = logging.getLogger(__name__)
 _TYPE = re.compile(r"^[A-Za-z0-9_\-.:]{1,100}$")

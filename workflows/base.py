@@ -1,73 +1,251 @@
-"""Workflow tasks: a Celery task whose body receives the run's :class:`LogStream`.
+"""Workflow tasks: Celery tasks whose body receives the run's :class:`LogStream`.
 
     @workflow("etl")
     def etl(log: LogStream, *, source: str = "demo") -> dict[str, int]:
         log.info("extracting", source=source)
         ...
 
-Each run gets a run id (``run_id=`` when enqueued, else the task id), emits ``started``,
-then ``finished`` or ``failed`` (with the duration and the error) on the admin channel,
-records itself in the ``runs`` table, and flushes its lines when the task ends: it waits
-(at most 10 s) until they are in SQL, not until the broker has them, so a broker outage
-never holds a finished workflow; the process's flusher sends them when the broker returns.
+A run may be one task or a whole canvas. A workflow that returns a Celery canvas (a
+``chain``, ``group`` or ``chord`` of :func:`step` tasks) continues its run in it:
+
+    @step("fanout.shard")
+    def shard(log: LogStream, *, shard: int) -> int: ...
+
+    @step("fanout.summary")
+    def summary(log: LogStream, results: list[int]) -> int: ...
+
+    @workflow("fanout")
+    def fanout(log: LogStream, *, shards: int = 8) -> Signature:
+        return chord([shard.s(shard=i) for i in range(shards)], summary.s())
+
+**The run id travels in the kwargs**: relaycast adds ``run_id=`` to every step of the
+returned canvas (visible in Flower as any argument is), and every step logs to that run,
+whichever worker process or host it lands on (its lines are numbered where they are stored,
+see :meth:`workflows.store.LogStore.append`). A step can also be enqueued by hand with
+``run_id=`` given.
+
+**Lifecycle, exactly once per run**: ``started`` when the run's first task begins (not on
+its retries); ``finished`` when the whole run ends — the task itself, or for a canvas the
+``relaycast.run_finished`` task relaycast chains after it (after the chord callback or the
+chain's last link); ``failed`` when any task of the run fails for good (``on_failure``:
+after its retries, not on each). Ending a run is one conditional UPDATE in SQL, so of
+several shards failing at once exactly one announces the failure (the others still log
+their error into the run). Each is an admin event on ``{prefix}admin-events`` and a row in
+the ``runs`` table.
+
+Runs are registered with :func:`celery.shared_task`: this module never imports the Celery
+app; ``tasks`` includes the example workflows and routes ``workflows.*`` to the
+``workflows`` queue.
 """
 
 from __future__ import annotations
 
+import inspect
+import logging
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from celery import Task
+from celery import Task, shared_task
+from celery.canvas import Signature, _chain, _chord, group
 
 from workflows import admin_events
 from workflows.log_stream import LogStream
+from workflows.models import RunStatus
+from workflows.process import get_emitter
 
+logger = logging.getLogger(__name__)
+
+#: How long a task's end waits for its lines to be in SQL (not for the broker).
 END_OF_TASK_FLUSH_S = 10.0
+#: Keyword arguments relaycast itself passes to workflow tasks.
+RESERVED_PARAMS = frozenset({"run_id"})
+RUN_FINISHED_TASK = "relaycast.run_finished"
+
+
+class InvalidParams(ValueError):
+    """Parameters a workflow cannot take; raised where they are given (the CLI, the API)."""
 
 
 class WorkflowTask(Task):  # type: ignore[misc]
-    """Base class of workflow tasks (queue ``workflows``)."""
+    """Base class of workflow tasks: a run's first task (``@workflow``) and its steps."""
 
-    ignore_result = True
+    # Steps can be members of a chord, whose callback needs their results.
+    ignore_result = False
     workflow_name = "workflow"
+    #: True for the task that begins a run; False for a step of a run's canvas.
+    begins_run = True
 
     def __call__(self, *args: Any, run_id: str | None = None, **params: Any) -> Any:
-        run_id = run_id or self.request.id or f"local-{int(time.time() * 1000)}"
+        if run_id is None:
+            if not self.begins_run:
+                raise InvalidParams(f"step {self.name} needs run_id= (the run it belongs to)")
+            run_id = self.request.id or f"local-{int(time.time() * 1000)}"
         log = LogStream(run_id)
-        started = time.monotonic()
-        admin_events.emit("started", run_id=run_id, workflow=self.workflow_name, params=params,
-                          channel=log.channel)
-        try:
-            result = self.run(log, *args, **params)
-        except Exception as exc:
-            duration_s = round(time.monotonic() - started, 3)
-            log.error(f"workflow failed: {type(exc).__name__}: {exc}",
-                      traceback=traceback.format_exc(limit=20))
-            admin_events.emit("failed", run_id=run_id, workflow=self.workflow_name,
-                              duration_s=duration_s, error=f"{type(exc).__name__}: {exc}")
+        if self.begins_run and not self.request.retries:
+            admin_events.emit("started", run_id=run_id, workflow=self.workflow_name,
+                              params=params, channel=log.channel)
+        result = self.run(log, *args, **params)
+        if isinstance(result, Signature):
+            return self._continue_in(result, run_id, log)
+        if self.begins_run:
+            end_run(run_id, self.workflow_name, RunStatus.SUCCEEDED)
+        else:
             log.flush(END_OF_TASK_FLUSH_S, wait_for_broker=False)
-            raise
-        duration_s = round(time.monotonic() - started, 3)
-        admin_events.emit("finished", run_id=run_id, workflow=self.workflow_name,
-                          duration_s=duration_s)
-        log.flush(END_OF_TASK_FLUSH_S, wait_for_broker=False)
         return result
 
+    def _continue_in(self, canvas: Signature, run_id: str, log: LogStream) -> dict[str, Any]:
+        """Run ``canvas`` as the rest of this run, then end it with ``relaycast.run_finished``."""
+        attach_run(canvas, run_id)
+        finish = run_finished.si(run_id=run_id, workflow=self.workflow_name)
+        # Its lines and its start are in SQL before any step can end the run.
+        log.flush(END_OF_TASK_FLUSH_S, wait_for_broker=False)
+        result = (canvas | finish).apply_async()
+        log.debug("continues in a canvas", canvas=type(canvas).__name__, canvas_id=result.id)
+        return {"run_id": run_id, "canvas_id": result.id}
 
-def workflow(name: str, **options: Any) -> Callable[[Callable[..., Any]], WorkflowTask]:
+    def on_retry(self, exc: BaseException, task_id: str, args: Any, kwargs: Mapping[str, Any],
+                 einfo: Any) -> None:
+        run_id = kwargs.get("run_id") or task_id
+        try:
+            LogStream(run_id).warning(f"{self.name} will be retried: {type(exc).__name__}: {exc}")
+        except Exception:  # noqa: BLE001 - an invalid run id is reported by on_failure
+            logger.warning("could not log the retry of %s", task_id)
+
+    def on_failure(self, exc: BaseException, task_id: str, args: Any,
+                   kwargs: Mapping[str, Any], einfo: Any) -> None:
+        run_id = kwargs.get("run_id") or (task_id if self.begins_run else None)
+        error = f"{type(exc).__name__}: {exc}"
+        try:
+            log = LogStream(str(run_id))
+        except ValueError:
+            logger.error("workflow %s failed, and its run id %r is invalid: %s",
+                         self.workflow_name, run_id, error)
+            return
+        trace = getattr(einfo, "traceback", None) or "".join(
+            traceback.format_exception(exc, limit=20))
+        log.error(f"workflow {self.workflow_name} failed in {self.name}: {error}",
+                  traceback=str(trace)[-20_000:])
+        end_run(log.run_id, self.workflow_name, RunStatus.FAILED, error=error[:2000])
+
+
+def end_run(run_id: str, workflow: str, status: RunStatus, error: str | None = None) -> bool:
+    """End the run once: record it in SQL and, if this call ended it, announce it.
+
+    Returns whether this call ended the run. The run's lines (and its start) are flushed to
+    SQL first. If SQL is unreachable the end is announced anyway: a repeated ``finished`` is
+    better than a lost one (clients treat the event as a status, not a counter).
+    """
+    emitter = get_emitter()
+    emitter.flush(END_OF_TASK_FLUSH_S, wait_for_broker=False)
+    duration_s: float | None = None
+    try:
+        run = emitter.writer.store().finish_run(run_id, status, error, workflow=workflow)
+    except Exception as exc:  # noqa: BLE001 - fail open: announce it
+        logger.warning("run %s: could not record its end in SQL (%s: %s); announcing it anyway",
+                       run_id, type(exc).__name__, exc)
+    else:
+        if run is None:
+            return False
+        if run.finished_at is not None:
+            duration_s = round((run.finished_at - run.started_at) / 1000, 3)
+    data: dict[str, Any] = {"run_id": run_id, "workflow": workflow, "duration_s": duration_s}
+    if error is not None:
+        data["error"] = error
+    admin_events.emit("finished" if status is RunStatus.SUCCEEDED else "failed", **data)
+    emitter.flush(END_OF_TASK_FLUSH_S, wait_for_broker=False)
+    return True
+
+
+@shared_task(name=RUN_FINISHED_TASK, ignore_result=True)
+def run_finished(*, run_id: str, workflow: str) -> bool:
+    """The last link of a run's canvas: every step succeeded."""
+    return end_run(run_id, workflow, RunStatus.SUCCEEDED)
+
+
+def attach_run(canvas: Signature, run_id: str) -> None:
+    """Add ``run_id=`` to every workflow step in ``canvas`` (chains, groups, chords, nested)."""
+    if isinstance(canvas, _chord):
+        attach_run_all(canvas.tasks, run_id)
+        if canvas.body is not None:
+            attach_run(canvas.body, run_id)
+    elif isinstance(canvas, _chain | group):
+        attach_run_all(canvas.tasks, run_id)
+    elif canvas.task in STEPS:
+        canvas.kwargs["run_id"] = run_id
+
+
+def attach_run_all(tasks: Any, run_id: str) -> None:
+    for task in (tasks.tasks if isinstance(tasks, group) else tasks):
+        attach_run(task, run_id)
+
+
+def _register(name: str, fn: Callable[..., Any], begins_run: bool, options: dict[str, Any]
+              ) -> Any:
+    return shared_task(name=f"workflows.{name}", base=WorkflowTask, workflow_name=name,
+                       begins_run=begins_run, typing=False, **options)(fn)
+
+
+def workflow(name: str, **options: Any) -> Callable[[Callable[..., Any]], Any]:
     """Register ``fn(log, **params)`` as the workflow ``name`` (task ``workflows.{name}``)."""
-    from tasks.app import WORKFLOWS_QUEUE, app
 
-    def register(fn: Callable[..., Any]) -> WorkflowTask:
-        task: WorkflowTask = app.task(name=f"workflows.{name}", base=WorkflowTask,
-                                      queue=WORKFLOWS_QUEUE, workflow_name=name, typing=False,
-                                      **options)(fn)
+    def register(fn: Callable[..., Any]) -> Any:
+        task = _register(name, fn, True, options)
         REGISTRY[name] = task
+        FUNCTIONS[name] = fn
         return task
 
     return register
 
 
-REGISTRY: dict[str, WorkflowTask] = {}
+def step(name: str, **options: Any) -> Callable[[Callable[..., Any]], Any]:
+    """Register ``fn(log, *args, **kwargs)`` as a step of a run's canvas (``workflows.{name}``)."""
+
+    def register(fn: Callable[..., Any]) -> Any:
+        task = _register(name, fn, False, options)
+        STEPS.add(f"workflows.{name}")
+        return task
+
+    return register
+
+
+def validate_params(name: str, params: Mapping[str, Any]) -> dict[str, Any]:
+    """``params`` for the workflow ``name``, checked against its function's signature.
+
+    Refused (:class:`InvalidParams`, one line saying which and why): relaycast's own names
+    (``run_id``); names the workflow does not take; a value whose type differs from the
+    default's (an ``int`` where the default is a ``float`` is fine).
+    """
+    fn = FUNCTIONS[name]
+    signature = inspect.signature(fn)
+    accepted = {p.name: p for p in list(signature.parameters.values())[1:]
+                if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
+    takes_any = any(p.kind is p.VAR_KEYWORD for p in signature.parameters.values())
+    out = {}
+    for key, value in params.items():
+        if key in RESERVED_PARAMS:
+            raise InvalidParams(f"{key} is set by relaycast (use --run-id to choose the run id)")
+        parameter = accepted.get(key)
+        if parameter is None:
+            if takes_any:
+                out[key] = value
+                continue
+            known = ", ".join(sorted(accepted)) or "none"
+            raise InvalidParams(f"workflow {name!r} takes no parameter {key!r} (it takes: {known})")
+        default = parameter.default
+        if default is not inspect.Parameter.empty and default is not None:
+            expected = (int, float) if type(default) is float else (type(default),)
+            if type(value) not in expected or (type(default) is int and type(value) is bool):
+                raise InvalidParams(f"{key} must be {type(default).__name__} like its default "
+                                    f"{default!r}, not {type(value).__name__} {value!r}")
+        out[key] = value
+    return out
+
+
+#: Workflows by name (a run's first task).
+REGISTRY: dict[str, Any] = {}
+#: Their functions, for checking parameters where they are given.
+FUNCTIONS: dict[str, Callable[..., Any]] = {}
+#: Task names of steps (tasks that continue a run).
+STEPS: set[str] = set()

@@ -10,35 +10,21 @@ Lines go to ``{RELAYCAST_CHANNEL_PREFIX}logs-{run_id}`` and into SQL.
 from __future__ import annotations
 
 import logging
-import re
 from types import TracebackType
 from typing import Any, Self
 
-from workflows.emitter import Emitter, get_emitter
+from broadcasters.wire import RUN_ID_CHARS, Channels, InvalidRunId
+from workflows.cleaning import numeric_level
+from workflows.emitter import Emitter
+from workflows.process import get_emitter
 
-#: Characters Pusher allows in a channel name (and so in a run id).
-RUN_ID_CHARS = "letters, digits and _ - = @ , . ;"
-_RUN_ID = re.compile(r"[A-Za-z0-9_\-=@,.;]+")
-#: Pusher's channel-name limit, prefixes included.
-MAX_CHANNEL_CHARS = 164
-#: The width of the ``run_id`` columns in SQL.
-MAX_RUN_ID_CHARS = 128
+__all__ = ["RUN_ID_CHARS", "InvalidRunId", "LogStream", "LogStreamHandler", "validate_run_id"]
 
 
-class InvalidRunId(ValueError):
-    """A run id that cannot be part of a channel name."""
-
-
-def validate_run_id(run_id: str, channel_prefix: str) -> str:
-    if not isinstance(run_id, str) or not _RUN_ID.fullmatch(run_id):
-        raise InvalidRunId(
-            f"run id {run_id!r} is not valid in a channel name: use only {RUN_ID_CHARS}")
-    limit = min(MAX_RUN_ID_CHARS, MAX_CHANNEL_CHARS - len(channel_prefix) - len("logs-"))
-    if len(run_id) > limit:
-        raise InvalidRunId(f"run id is {len(run_id)} characters; at most {limit} are allowed "
-                           f"(SQL holds {MAX_RUN_ID_CHARS}; a channel name with the prefix "
-                           f"{channel_prefix!r} holds {MAX_CHANNEL_CHARS - len(channel_prefix) - 5})")
-    return run_id
+def validate_run_id(run_id: object, channel_prefix: str) -> str:
+    """``run_id`` if it can name a channel under ``channel_prefix``; :class:`InvalidRunId`
+    saying which characters are allowed otherwise."""
+    return Channels(channel_prefix).validate_run_id(run_id)
 
 
 class LogStream:
@@ -46,8 +32,8 @@ class LogStream:
 
     def __init__(self, run_id: str, *, emitter: Emitter | None = None) -> None:
         self._emitter = emitter or get_emitter()
-        self.run_id = validate_run_id(run_id, self._emitter.channel_prefix)
-        self.channel = f"{self._emitter.channel_prefix}logs-{run_id}"
+        self.run_id = self._emitter.channels.validate_run_id(run_id)
+        self.channel = self._emitter.channels.logs(run_id)
 
     def debug(self, message: str, **data: Any) -> None:
         self._emitter.emit(self.run_id, "debug", message, data)
@@ -61,7 +47,12 @@ class LogStream:
     def error(self, message: str, **data: Any) -> None:
         self._emitter.emit(self.run_id, "error", message, data)
 
-    def log(self, level: str, message: str, **data: Any) -> None:
+    def critical(self, message: str, **data: Any) -> None:
+        self._emitter.emit(self.run_id, "critical", message, data)
+
+    def log(self, level: str | int, message: str, **data: Any) -> None:
+        """A line at ``level``: a name (``warn``, ``FATAL``: standard aliases map) or a
+        ``logging`` number; an unknown one is stored as ``info``, the name kept in the data."""
         self._emitter.emit(self.run_id, level, message, data)
 
     def flush(self, timeout_s: float = 5.0, *, wait_for_broker: bool = True) -> bool:
@@ -99,9 +90,7 @@ class LogStreamHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            level = ("error" if record.levelno >= logging.ERROR else
-                     "warning" if record.levelno >= logging.WARNING else
-                     "info" if record.levelno >= logging.INFO else "debug")
+            level = numeric_level(record.levelno)
             data: dict[str, Any] = {"logger": record.name}
             if record.exc_info:
                 data["traceback"] = logging.Formatter().formatException(record.exc_info)

@@ -1,14 +1,37 @@
-"""SQL models: every log line (the source of truth), and workflow runs."""
+"""SQL models: every log line (the source of truth), each run's line counter, workflow runs,
+and the health report history."""
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import JSON, BigInteger, Boolean, Float, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-#: Broadcast state of a stored line.
-PENDING, SENT, FAILED = "pending", "sent", "failed"
+from broadcasters.wire import MAX_RUN_ID_CHARS
+
+
+class LineState(StrEnum):
+    """Where a stored line stands with the broadcasters."""
+
+    #: Stored; not yet delivered live (in flight, retrying, or waiting for the sweeper).
+    PENDING = "pending"
+    #: Delivered by a live broadcaster (Pusher, Ably, Socket.IO).
+    SENT = "sent"
+    #: Taken only by a non-live broadcaster (``log``): no browser got it live.
+    LOGGED = "logged"
+    #: Not published because nobody watched its channel (occupancy gating).
+    SKIPPED = "skipped"
+    #: Dead-lettered: retries ran out, or it can never be sent (``relaycast replay``).
+    FAILED = "failed"
+
+
+class RunStatus(StrEnum):
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
 
 _BigIntId = BigInteger().with_variant(Integer(), "sqlite")
 
@@ -25,24 +48,34 @@ class LogLine(Base):
     )
 
     id: Mapped[int] = mapped_column(_BigIntId, primary_key=True, autoincrement=True)
-    run_id: Mapped[str] = mapped_column(String(128))
+    run_id: Mapped[str] = mapped_column(String(MAX_RUN_ID_CHARS))
     seq: Mapped[int] = mapped_column(Integer)
     ts: Mapped[int] = mapped_column(BigInteger)  # epoch milliseconds
     level: Mapped[str] = mapped_column(String(10))
     message: Mapped[str] = mapped_column(Text)
     data: Mapped[dict[str, Any]] = mapped_column(JSON)
-    broadcast_state: Mapped[str] = mapped_column(String(10), default=PENDING)
+    broadcast_state: Mapped[str] = mapped_column(String(10), default=LineState.PENDING)
     broadcaster: Mapped[str | None] = mapped_column(String(20), nullable=True)
     #: When the sweeper last re-enqueued this (still pending) line, epoch ms.
     swept_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
 
 
+class RunCounter(Base):
+    """The last seq allocated to a run: incremented in the transaction that stores its lines,
+    so that every process and host numbering the run's lines draws from the same counter."""
+
+    __tablename__ = "run_counters"
+
+    run_id: Mapped[str] = mapped_column(String(MAX_RUN_ID_CHARS), primary_key=True)
+    last_seq: Mapped[int] = mapped_column(Integer)
+
+
 class Run(Base):
     __tablename__ = "runs"
 
-    run_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    run_id: Mapped[str] = mapped_column(String(MAX_RUN_ID_CHARS), primary_key=True)
     workflow: Mapped[str] = mapped_column(String(200))
-    status: Mapped[str] = mapped_column(String(20))  # running, succeeded, failed
+    status: Mapped[str] = mapped_column(String(20))  # a RunStatus
     params: Mapped[dict[str, Any]] = mapped_column(JSON)
     started_at: Mapped[int] = mapped_column(BigInteger)  # epoch ms
     finished_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)

@@ -4,8 +4,10 @@ SQLite (a file) by default, PostgreSQL through ``DATABASE_URL``. The schema is m
 Alembic migrations shipped in :mod:`workflows.migrations`, applied by
 ``relaycast db upgrade`` and automatically the first time a process opens the store.
 
-Inserts are idempotent (``ON CONFLICT (run_id, seq) DO NOTHING``): a flush retried after
-an unclear failure cannot duplicate a line.
+Sequence numbers are allocated where the lines are stored, in the same transaction (see
+:meth:`LogStore.append`): a run written by many processes on many hosts at once gets
+contiguous seqs from 1, every line exactly once, and a line that fails to store is never
+silent.
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
-from workflows.models import FAILED, PENDING, SENT, HealthRecord, LogLine, Run
+from broadcasters.wire import LineEvent
+from workflows.models import HealthRecord, LineState, LogLine, Run, RunCounter, RunStatus
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +85,20 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
         command.upgrade(config, revision)
 
 
+class SeqConflict(Exception):
+    """Lines whose (run_id, seq) was already taken: the run's counter was behind its lines
+    (rows written without it, by a tool or an older relaycast)."""
+
+    def __init__(self, run_ids: set[str], lost: int) -> None:
+        super().__init__(f"{lost} line(s) of {len(run_ids)} run(s) collided with stored lines")
+        self.run_ids = run_ids
+        self.lost = lost
+
+
+#: Times :meth:`LogStore.append` renumbers after a conflict before it gives up.
+MAX_RENUMBERINGS = 3
+
+
 class LogStore:
     """Lines and runs in SQL. Thread-safe; one per process (see :func:`store_for`)."""
 
@@ -90,6 +107,8 @@ class LogStore:
         if migrate and current_revision(engine) != head_revision():
             upgrade(engine)
         self._sessions = sessionmaker(engine, expire_on_commit=False)
+        #: Lines renumbered after a conflict with lines already stored (never silent).
+        self.renumbered = 0
 
     @classmethod
     def from_url(cls, url: str, *, migrate: bool = True) -> LogStore:
@@ -99,33 +118,128 @@ class LogStore:
         """Close every pooled connection."""
         self.engine.dispose()
 
-    def _insert(self) -> Any:
+    def _dialect(self) -> Any:
         name = self.engine.dialect.name
         if name == "postgresql":
-            return postgresql.insert(LogLine)
+            return postgresql
         if name == "sqlite":
-            return sqlite.insert(LogLine)
+            return sqlite
         raise RuntimeError(f"unsupported database: {name}")
 
     # Lines -------------------------------------------------------------------------------------
 
+    def append(self, runs: Sequence[tuple[str, Sequence[Mapping[str, Any]]]]
+               ) -> list[tuple[str, list[LineEvent]]]:
+        """Number and store lines; return them per run with their seqs, in the order given.
+
+        ``runs``: ``(run_id, lines)`` with each line's ``ts``, ``level``, ``message``,
+        ``data``. One transaction: each run's counter is advanced by its number of lines
+        (one statement for every run, ``INSERT … ON CONFLICT DO UPDATE … RETURNING``), which
+        allocates a contiguous range no other process or host can get, and the lines are
+        inserted with those seqs. Writers lock counters in run-id order, so they never
+        deadlock; on PostgreSQL a second writer of the same run waits for the first to
+        commit, so a run's seqs also become visible in order.
+
+        If the insert stores fewer lines than it was given (a counter behind lines written
+        without it), nothing is kept: the counters are moved past the stored lines and the
+        whole flush is numbered again, so each writer's lines keep their order. The lines
+        renumbered are counted (:attr:`renumbered`) and logged.
+        """
+        runs = [(run_id, lines) for run_id, lines in runs if lines]
+        if not runs:
+            return []
+        for attempt in range(MAX_RENUMBERINGS + 1):
+            try:
+                return self._append_once(runs)
+            except SeqConflict as conflict:
+                if attempt == MAX_RENUMBERINGS:
+                    raise
+                self.renumbered += sum(len(lines) for run_id, lines in runs
+                                       if run_id in conflict.run_ids)
+                logger.warning("relaycast store: %s; counters moved past the stored lines, "
+                               "numbering again (%d line(s) renumbered so far)", conflict,
+                               self.renumbered)
+                self._resync_counters(conflict.run_ids)
+        raise AssertionError("unreachable")
+
+    def _append_once(self, runs: Sequence[tuple[str, Sequence[Mapping[str, Any]]]]
+                     ) -> list[tuple[str, list[LineEvent]]]:
+        dialect = self._dialect()
+        sizes = {run_id: len(lines) for run_id, lines in runs}
+        counter = dialect.insert(RunCounter).values(
+            [{"run_id": run_id, "last_seq": sizes[run_id]} for run_id in sorted(sizes)])
+        counter = counter.on_conflict_do_update(
+            index_elements=[RunCounter.run_id],
+            set_={"last_seq": RunCounter.last_seq + counter.excluded.last_seq},
+        ).returning(RunCounter.run_id, RunCounter.last_seq)
+        out: list[tuple[str, list[LineEvent]]] = []
+        rows: list[dict[str, Any]] = []
+        with self.engine.begin() as connection:
+            last = {run_id: int(seq) for run_id, seq in connection.execute(counter)}
+            for run_id, lines in runs:
+                first = last[run_id] - len(lines) + 1
+                events: list[LineEvent] = [
+                    {"seq": first + i, "ts": line["ts"], "level": line["level"],
+                     "message": line["message"], "data": line["data"]}
+                    for i, line in enumerate(lines)]
+                out.append((run_id, events))
+                rows.extend({"run_id": run_id, **event, "broadcast_state": LineState.PENDING}
+                            for event in events)
+            insert = (dialect.insert(LogLine)
+                      .on_conflict_do_nothing(index_elements=["run_id", "seq"])
+                      .returning(LogLine.run_id))
+            stored: dict[str, int] = {}
+            for (run_id,) in connection.execute(insert, rows):
+                stored[run_id] = stored.get(run_id, 0) + 1
+            short = {run_id for run_id, n in sizes.items() if stored.get(run_id, 0) < n}
+            if short:
+                connection.rollback()
+                raise SeqConflict(short, sum(sizes[r] - stored.get(r, 0) for r in short))
+        return out
+
+    def _resync_counters(self, run_ids: Iterable[str]) -> None:
+        """Move each run's counter past its highest stored seq."""
+        with self.engine.begin() as connection:
+            highest = dict(connection.execute(
+                select(LogLine.run_id, func.max(LogLine.seq))
+                .where(LogLine.run_id.in_(list(run_ids))).group_by(LogLine.run_id)).all())
+            self._advance_counters(connection, {r: int(s) for r, s in highest.items()})
+
+    def _advance_counters(self, connection: Any, highest: Mapping[str, int]) -> None:
+        """Counters at least ``highest[run_id]`` (never moved back)."""
+        if not highest:
+            return
+        dialect = self._dialect()
+        statement = dialect.insert(RunCounter).values(
+            [{"run_id": run_id, "last_seq": seq} for run_id, seq in sorted(highest.items())])
+        greatest = func.max if self.engine.dialect.name == "sqlite" else func.greatest
+        connection.execute(statement.on_conflict_do_update(
+            index_elements=[RunCounter.run_id],
+            set_={"last_seq": greatest(RunCounter.last_seq, statement.excluded.last_seq)}))
+
     def insert_lines(self, rows: Sequence[Mapping[str, Any]]) -> None:
-        """Bulk-insert lines (run_id, seq, ts, level, message, data); repeats are ignored."""
+        """Store lines that already have their seqs (imports, tests); repeats are ignored and
+        the runs' counters move past them, so that later lines continue after them."""
         if not rows:
             return
-        statement = self._insert().on_conflict_do_nothing(index_elements=["run_id", "seq"])
+        statement = self._dialect().insert(LogLine).on_conflict_do_nothing(
+            index_elements=["run_id", "seq"])
+        highest: dict[str, int] = {}
+        for row in rows:
+            highest[row["run_id"]] = max(highest.get(row["run_id"], 0), int(row["seq"]))
         with self.engine.begin() as connection:
-            connection.execute(statement, [{**row, "broadcast_state": PENDING} for row in rows])
+            connection.execute(statement, [{**row, "broadcast_state": LineState.PENDING}
+                                           for row in rows])
+            self._advance_counters(connection, highest)
 
-    def max_seqs(self, run_ids: Iterable[str]) -> dict[str, int]:
-        """The highest stored seq of each run (runs with no line are left out)."""
+    def last_seqs(self, run_ids: Iterable[str]) -> dict[str, int]:
+        """Each run's last allocated seq, i.e. its number of lines (runs with none left out)."""
         ids = list(run_ids)
         if not ids:
             return {}
         with self.engine.connect() as connection:
-            rows = connection.execute(
-                select(LogLine.run_id, func.max(LogLine.seq)).where(LogLine.run_id.in_(ids))
-                .group_by(LogLine.run_id))
+            rows = connection.execute(select(RunCounter.run_id, RunCounter.last_seq)
+                                      .where(RunCounter.run_id.in_(ids)))
             return {run_id: int(seq) for run_id, seq in rows}
 
     def lines(self, run_id: str, after_seq: int = 0, limit: int | None = None) -> list[LogLine]:
@@ -136,7 +250,7 @@ class LogStore:
                 query = query.limit(limit)
             return list(session.scalars(query))
 
-    def mark(self, ranges: Sequence[tuple[str, int, int]], state: str,
+    def mark(self, ranges: Sequence[tuple[str, int, int]], state: LineState,
              broadcaster: str | None = None) -> None:
         """Set the broadcast state of each ``(run_id, first_seq, last_seq)`` range."""
         if not ranges:
@@ -148,7 +262,8 @@ class LogStore:
                     .where(LogLine.run_id == run_id, LogLine.seq >= first, LogLine.seq <= last)
                     .values(broadcast_state=state, broadcaster=broadcaster))
 
-    def broadcast_counts(self, run_ids: Iterable[str] | None = None) -> dict[tuple[str, str | None], int]:
+    def broadcast_counts(self, run_ids: Iterable[str] | None = None
+                         ) -> dict[tuple[str, str | None], int]:
         """Lines per (broadcast_state, broadcaster)."""
         query = select(LogLine.broadcast_state, LogLine.broadcaster, func.count()).group_by(
             LogLine.broadcast_state, LogLine.broadcaster)
@@ -162,7 +277,8 @@ class LogStore:
         ``resweep_before_ms``, oldest runs first, in seq order."""
         with Session(self.engine) as session:
             query = (select(LogLine)
-                     .where(LogLine.broadcast_state == PENDING, LogLine.ts < older_than_ms,
+                     .where(LogLine.broadcast_state == LineState.PENDING,
+                            LogLine.ts < older_than_ms,
                             (LogLine.swept_at.is_(None)) | (LogLine.swept_at < resweep_before_ms))
                      .order_by(LogLine.run_id, LogLine.seq).limit(limit))
             return list(session.scalars(query))
@@ -173,36 +289,61 @@ class LogStore:
                 connection.execute(
                     update(LogLine)
                     .where(LogLine.run_id == run_id, LogLine.seq >= first, LogLine.seq <= last,
-                           LogLine.broadcast_state == PENDING)
+                           LogLine.broadcast_state == LineState.PENDING)
                     .values(swept_at=at_ms))
 
     def oldest_pending_ts(self) -> int | None:
         with self.engine.connect() as connection:
             value = connection.execute(select(func.min(LogLine.ts)).where(
-                LogLine.broadcast_state == PENDING)).scalar()
+                LogLine.broadcast_state == LineState.PENDING)).scalar()
             return int(value) if value is not None else None
 
     # Runs --------------------------------------------------------------------------------------
 
     def start_run(self, run_id: str, workflow: str, params: Mapping[str, Any],
                   at_ms: int | None = None) -> None:
-        """Record a run as running (``at_ms``: when it started, epoch ms; default now)."""
-        at_ms = int(time.time() * 1000) if at_ms is None else at_ms
-        with self._sessions.begin() as session:
-            run = session.get(Run, run_id)
-            if run is None:
-                session.add(Run(run_id=run_id, workflow=workflow, status="running",
-                                params=dict(params), started_at=at_ms))
-            else:
-                run.status, run.started_at, run.finished_at, run.error = "running", at_ms, None, None
+        """Record a run as running (``at_ms``: when it started, epoch ms; default now).
 
-    def finish_run(self, run_id: str, status: str, error: str | None = None,
-                   at_ms: int | None = None) -> None:
-        with self._sessions.begin() as session:
-            run = session.get(Run, run_id)
-            if run is not None:
-                run.status, run.error = status, error
-                run.finished_at = int(time.time() * 1000) if at_ms is None else at_ms
+        A run that ended after ``at_ms`` keeps its end: the start of a run can reach SQL
+        after its end (it travels with the emitter's next flush; the end is recorded at once).
+        """
+        at_ms = int(time.time() * 1000) if at_ms is None else at_ms
+        statement = self._dialect().insert(Run).values(
+            run_id=run_id, workflow=workflow, status=RunStatus.RUNNING, params=dict(params),
+            started_at=at_ms, finished_at=None, error=None)
+        statement = statement.on_conflict_do_update(
+            index_elements=[Run.run_id],
+            set_={"status": RunStatus.RUNNING, "started_at": at_ms, "finished_at": None,
+                  "error": None, "workflow": statement.excluded.workflow,
+                  "params": statement.excluded.params},
+            where=Run.finished_at.is_(None) | (Run.finished_at < at_ms))
+        with self.engine.begin() as connection:
+            connection.execute(statement)
+
+    def finish_run(self, run_id: str, status: RunStatus, error: str | None = None,
+                   at_ms: int | None = None, *, workflow: str = "") -> Run | None:
+        """End a running run; return it when this call ended it, None when it had already
+        ended (so that of several processes ending one run, exactly one announces it).
+
+        One conditional UPDATE decides, atomically on every database. A run never started
+        in SQL (its start was lost or is still in flight) is recorded as ended.
+        """
+        at_ms = int(time.time() * 1000) if at_ms is None else at_ms
+        end = (update(Run).where(Run.run_id == run_id, Run.status == RunStatus.RUNNING)
+               .values(status=status, error=error, finished_at=at_ms).returning(Run.run_id))
+        create = self._dialect().insert(Run).values(
+            run_id=run_id, workflow=workflow, status=status, params={}, started_at=at_ms,
+            finished_at=at_ms, error=error).on_conflict_do_nothing(
+            index_elements=[Run.run_id]).returning(Run.run_id)
+        with self.engine.begin() as connection:
+            ended = connection.execute(end).first() is not None
+            if not ended:
+                ended = connection.execute(create).first() is not None
+        return self.run(run_id) if ended else None
+
+    def run(self, run_id: str) -> Run | None:
+        with Session(self.engine) as session:
+            return session.get(Run, run_id)
 
     # Health history ----------------------------------------------------------------------------
 
@@ -216,13 +357,9 @@ class LogStore:
             return list(session.scalars(select(HealthRecord)
                                         .order_by(HealthRecord.generated_at.desc()).limit(limit)))
 
-    def run(self, run_id: str) -> Run | None:
-        with Session(self.engine) as session:
-            return session.get(Run, run_id)
-
     # Viewer queries (the runs list) -----------------------------------------------------------
 
-    def recent_runs(self, limit: int = 50, status: str | None = None) -> list[Run]:
+    def recent_runs(self, limit: int = 50, status: RunStatus | None = None) -> list[Run]:
         """The ``limit`` most recently started runs, newest first (only ``status`` ones if given)."""
         query = select(Run).order_by(Run.started_at.desc(), Run.run_id).limit(limit)
         if status is not None:
@@ -255,4 +392,4 @@ def store_for(url: str) -> LogStore:
         return store
 
 
-__all__ = ["FAILED", "PENDING", "SENT", "LogStore", "make_engine", "store_for", "upgrade"]
+__all__ = ["LogStore", "SeqConflict", "make_engine", "store_for", "upgrade"]

@@ -370,8 +370,8 @@ class Hub {
       (previous.transport !== next.transport ||
         (previous.active_broadcaster !== null && previous.active_broadcaster !== next.active_broadcaster));
     if (changed && Date.now() - this.heardChangeAt > 10000) {
-      // The worker announces a change through the NEW broadcaster, which this browser may not
-      // hear (e.g. "log"): say it from here.
+      // After a quota stop or an outage the worker's announcement cannot reach this page (it
+      // went to "log", or the provider refused it): say it from here.
       const event = {
         type: "provider-changed",
         from: previous.active_broadcaster,

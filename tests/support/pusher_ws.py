@@ -44,7 +44,7 @@ class Subscriber:
     """Connects to ``ws://host:port/app/{key}`` and records events.
 
     Every received event (except pusher:ping / pusher:pong) is stored as
-    ``{"channel": str | None, "event": str, "data": Any}`` where ``data`` is
+    ``{"channel": str | None, "event": str, "data": Any, "received_at": monotonic s}`` where ``data`` is
     JSON-decoded when it is a JSON string.
     """
 
@@ -137,6 +137,7 @@ class Subscriber:
                 "channel": frame.get("channel"),
                 "event": event,
                 "data": _decode_data(frame.get("data")),
+                "received_at": time.monotonic(),
             }
             with self._lock:
                 self._events.append(record)

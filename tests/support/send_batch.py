@@ -24,7 +24,7 @@ def main(run_id: str, lines: int) -> None:
     ])
     report = manager.send([batch])
     delivered: dict[str, int] = {}
-    for message, name in report.delivered:
+    for message, name in [*report.delivered, *report.logged]:
         first, last = message.seqs or (0, -1)
         delivered[name] = delivered.get(name, 0) + last - first + 1
     print(json.dumps({
@@ -32,7 +32,7 @@ def main(run_id: str, lines: int) -> None:
         "pending": len(report.pending),
         "failed": len(report.failed),
         "skipped": sorted(report.skipped),
-        "state_errors": manager.state.store_errors,
+        "state_errors": manager.state.errors,
     }))
     manager.close()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -102,10 +103,15 @@ class ForwardingProxy:
     fault answers instead: a slow provider (so a test can kill a worker mid-batch) or a
     provider that runs out of quota once, in front of a real server subscribers listen to."""
 
-    def __init__(self, target: str, delay_s: float = 0.0) -> None:
+    def __init__(self, target: str, delay_s: float = 0.0, jitter_s: float = 0.0) -> None:
         self.target = target.rstrip("/")
         self.delay_s = delay_s
+        #: A random extra delay up to this, per request: requests sent in one order can
+        #: reach the server in another (as over any real network).
+        self.jitter_s = jitter_s
         self.requests = 0
+        #: While True, every request is answered 503 (a load balancer before a dead server).
+        self.down = False
         self._faults: list[tuple[int, str]] = []
         self._lock = threading.Lock()
         proxy = self
@@ -125,15 +131,21 @@ class ForwardingProxy:
                 with proxy._lock:
                     proxy.requests += 1
                     fault = proxy._faults.pop(0) if proxy._faults else None
+                    if fault is None and proxy.down:
+                        fault = (503, "Service unavailable (the test stopped the provider)")
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
                 if fault is not None:
                     self._answer(fault[0], "text/plain", fault[1].encode())
                     return
-                time.sleep(proxy.delay_s)
-                answer = requests.request(
-                    self.command, proxy.target + self.path, data=body, timeout=10,
-                    headers={k: v for k, v in self.headers.items() if k.lower() != "host"})
+                time.sleep(proxy.delay_s + random.random() * proxy.jitter_s)
+                try:
+                    answer = requests.request(
+                        self.command, proxy.target + self.path, data=body, timeout=10,
+                        headers={k: v for k, v in self.headers.items() if k.lower() != "host"})
+                except requests.RequestException as exc:
+                    self._answer(502, "text/plain", f"upstream unreachable: {exc}".encode())
+                    return
                 self._answer(answer.status_code, answer.headers.get("Content-Type", "text/plain"),
                              answer.content)
 

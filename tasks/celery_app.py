@@ -20,31 +20,52 @@ Choices, and why:
   stuck for ever would still stop live logs: publishing retries at most twice over about
   half a second and socket timeouts are 2 s, after which the emitter keeps the batch and
   tries again later.
-* **No result backend**: results are ignored; Flower shows task states from events, which
-  workers send (``worker_send_task_events``).
+* **A result backend only for chords.** Broadcast results are ignored (Flower shows task
+  states from events, which workers send: ``worker_send_task_events``). A workflow run as a
+  chord needs its shards' results for the callback: Redis when ``REDIS_URL`` is set (native
+  chord support, results expire after an hour), the process's memory for the in-process
+  demo, else the SQL database.
+* **Wiring.** Importing this module hands the emitter of every process its ``enqueue``
+  (publish one broadcast task): the ``workflows`` package never imports Celery's app.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Callable
 
 from celery import Celery
 from celery.signals import worker_process_init
 from kombu import Queue
 
+from broadcasters.wire import BROADCAST_QUEUE, WORKFLOWS_QUEUE
 from config import ConfigError, Settings, load_settings
+from workflows import process
+from workflows.base import RUN_FINISHED_TASK
+from workflows.emitter import Emitter
 
 logger = logging.getLogger(__name__)
 
-BROADCAST_QUEUE = "broadcast"
-WORKFLOWS_QUEUE = "workflows"
+__all__ = ["BROADCAST_QUEUE", "WORKFLOWS_QUEUE", "app", "create_app"]
+
+RESULT_EXPIRES_S = 3600
+
+
+def result_backend(settings: Settings, broker: str) -> str:
+    """Where chord members' results go (see the module docstring)."""
+    if settings.redis_url:
+        return settings.redis_url
+    if broker.startswith("memory://"):
+        return "cache+memory://"
+    return "db+" + settings.database_url_or_default
 
 
 def create_app(settings: Settings) -> Celery:
     broker = settings.broker_url or "memory://localhost/"
     app = Celery("relaycast", broker=broker,
-                 include=["tasks.broadcast", "tasks.health", "tasks.sweep", "workflows.examples"])
+                 include=["tasks.broadcast", "tasks.health", "tasks.sweep", "workflows.base",
+                          "workflows.examples"])
     transport_options: dict[str, object] = {"visibility_timeout": settings.visibility_timeout_s}
     if broker.startswith("memory://"):
         transport_options["polling_interval"] = 0.01
@@ -61,14 +82,16 @@ def create_app(settings: Settings) -> Celery:
     app.conf.update(
         task_queues=(Queue(BROADCAST_QUEUE), Queue(WORKFLOWS_QUEUE)),
         task_default_queue=WORKFLOWS_QUEUE,
-        task_routes={"relaycast.broadcast": {"queue": BROADCAST_QUEUE},
-                     "relaycast.health": {"queue": BROADCAST_QUEUE},
-                     "relaycast.sweep": {"queue": BROADCAST_QUEUE}},
+        task_routes={RUN_FINISHED_TASK: {"queue": WORKFLOWS_QUEUE},
+                     "relaycast.*": {"queue": BROADCAST_QUEUE},
+                     "workflows.*": {"queue": WORKFLOWS_QUEUE}},
         task_serializer="json",
         result_serializer="json",
         accept_content=["json"],
         task_ignore_result=True,
-        result_backend=None,
+        result_backend=result_backend(settings, broker),
+        result_expires=RESULT_EXPIRES_S,
+        result_extended=False,
         worker_send_task_events=True,
         task_send_sent_event=True,
         worker_prefetch_multiplier=4,
@@ -91,12 +114,35 @@ def create_app(settings: Settings) -> Celery:
     return app
 
 
+def emitter_factory(settings: Settings) -> Callable[[], Emitter]:
+    """How each process builds its emitter: SQL from the settings, batches to this app."""
+
+    def build() -> Emitter:
+        from tasks import runtime
+        from tasks.broadcast import enqueue_batch
+        from workflows.store import store_for
+
+        url = settings.database_url_or_default
+
+        def report_drops(count: int) -> None:
+            runtime.state().count_pipeline(lines_dropped=count)
+
+        return Emitter(store=lambda: store_for(url), enqueue=enqueue_batch,
+                       on_drops=report_drops, channel_prefix=settings.channel_prefix,
+                       flush_interval_ms=settings.flush_interval_ms,
+                       flush_max_lines=settings.flush_max_lines,
+                       max_buffer_lines=settings.buffer_max_lines)
+
+    return build
+
+
 def _load() -> Celery:
     try:
         settings = load_settings()
     except ConfigError as exc:
         print(f"relaycast: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+    process.configure(emitter_factory(settings))
     return create_app(settings)
 
 

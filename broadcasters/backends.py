@@ -1,0 +1,282 @@
+"""Storage primitives for the shared state, apart from the policy that uses them.
+
+After dramatiq's rate-limit ``backend`` / ``window`` split: a backend offers a few
+primitives (get many, set with TTL, swap, delete, add to counters, read hashes, keep the
+larger of two numbers, scan) and knows nothing of flags or quotas. Two backends ship:
+
+* :class:`RedisBackend`, for real deployments: every worker of every host sees the same
+  state; one round trip per call (pipelines, one Lua script);
+* :class:`MemoryBackend`, the same interface in one process's memory: the embedded default
+  and single-process use.
+
+Keys are given without the prefix; each backend adds its own. Every write carries a TTL,
+so the state heals by itself. A backend that cannot reach its server raises
+:class:`StateUnavailable` (and nothing else), so the policy above it never needs to know
+which client library a backend uses.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol, TypeVar
+
+import redis
+
+T = TypeVar("T")
+
+
+class StateUnavailable(Exception):
+    """The shared state's server could not be reached (or answered with an error)."""
+
+
+class StateBackend(Protocol):
+    """Primitives a shared-state backend offers; keys are given without the prefix."""
+
+    name: str
+
+    def get_many(self, keys: Sequence[str]) -> list[str | None]: ...
+
+    def set(self, key: str, value: str, ttl_s: float) -> None: ...
+
+    def swap(self, key: str, value: str, ttl_s: float) -> str | None:
+        """Set ``key`` and return its previous value, atomically."""
+
+    def delete(self, keys: Sequence[str]) -> None: ...
+
+    def add(self, counters: Mapping[str, Mapping[str, float]], ttl_s: Mapping[str, float]) -> None:
+        """Add to hash fields: ``counters[key][field] += n``; (re)set each key's TTL."""
+
+    def hashes(self, keys: Sequence[str]) -> list[dict[str, str]]:
+        """Every field of each hash (an empty dict for a missing key)."""
+
+    def set_fields(self, key: str, fields: Mapping[str, str], ttl_s: float) -> None:
+        """Set hash fields and (re)set the key's TTL."""
+
+    def replace_fields(self, key: str, fields: Mapping[str, str], ttl_s: float) -> None:
+        """Make the hash hold exactly ``fields``, atomically."""
+
+    def delete_fields(self, key: str, fields: Sequence[str]) -> None: ...
+
+    def set_max(self, key: str, value: int, ttl_s: float) -> int:
+        """Keep the larger of the stored number and ``value``; return the result (atomic)."""
+
+    def scan(self, pattern: str) -> list[str]: ...
+
+    def close(self) -> None: ...
+
+
+_SET_MAX = """
+local current = tonumber(redis.call('GET', KEYS[1]) or '-1')
+local value = tonumber(ARGV[1])
+if value > current then current = value end
+redis.call('SET', KEYS[1], current, 'PX', ARGV[2])
+return current
+"""
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _ttl_ms(ttl_s: float) -> int:
+    return max(1, int(ttl_s * 1000))
+
+
+class RedisBackend:
+    """The primitives on Redis, under ``prefix``."""
+
+    name = "redis"
+
+    def __init__(self, client: redis.Redis, prefix: str = "relaycast:") -> None:
+        self.client = client
+        self.prefix = prefix
+        self._set_max = client.register_script(_SET_MAX)
+
+    @classmethod
+    def from_url(cls, url: str, prefix: str = "relaycast:", timeout_s: float = 0.5) -> RedisBackend:
+        client = redis.Redis.from_url(
+            url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
+            decode_responses=True, health_check_interval=30,
+        )
+        return cls(client, prefix)
+
+    def _k(self, key: str) -> str:
+        return self.prefix + key
+
+    def _call(self, action: Callable[[], T]) -> T:
+        try:
+            return action()
+        except (redis.RedisError, OSError) as exc:
+            raise StateUnavailable(f"{type(exc).__name__}: {exc}") from exc
+
+    def get_many(self, keys: Sequence[str]) -> list[str | None]:
+        if not keys:
+            return []
+        values = self._call(lambda: self.client.mget([self._k(k) for k in keys]))
+        return [None if v is None else _text(v) for v in values]
+
+    def set(self, key: str, value: str, ttl_s: float) -> None:
+        self._call(lambda: self.client.set(self._k(key), value, px=_ttl_ms(ttl_s)))
+
+    def swap(self, key: str, value: str, ttl_s: float) -> str | None:
+        previous: Any = self._call(
+            lambda: self.client.set(self._k(key), value, px=_ttl_ms(ttl_s), get=True))
+        return None if previous is None else _text(previous)
+
+    def delete(self, keys: Sequence[str]) -> None:
+        if keys:
+            self._call(lambda: self.client.delete(*(self._k(k) for k in keys)))
+
+    def add(self, counters: Mapping[str, Mapping[str, float]], ttl_s: Mapping[str, float]) -> None:
+        pipe = self.client.pipeline(transaction=False)
+        for key, fields in counters.items():
+            full = self._k(key)
+            for name, amount in fields.items():
+                if isinstance(amount, int):
+                    pipe.hincrby(full, name, amount)
+                else:
+                    pipe.hincrbyfloat(full, name, amount)
+            pipe.expire(full, int(ttl_s[key]))
+        self._call(pipe.execute)
+
+    def hashes(self, keys: Sequence[str]) -> list[dict[str, str]]:
+        pipe = self.client.pipeline(transaction=False)
+        for key in keys:
+            pipe.hgetall(self._k(key))
+        return [{_text(k): _text(v) for k, v in raw.items()} for raw in self._call(pipe.execute)]
+
+    def set_fields(self, key: str, fields: Mapping[str, str], ttl_s: float) -> None:
+        if not fields:
+            return
+        mapping: dict[Any, Any] = dict(fields)
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hset(self._k(key), mapping=mapping)
+        pipe.pexpire(self._k(key), _ttl_ms(ttl_s))
+        self._call(pipe.execute)
+
+    def replace_fields(self, key: str, fields: Mapping[str, str], ttl_s: float) -> None:
+        mapping: dict[Any, Any] = dict(fields)
+        pipe = self.client.pipeline(transaction=True)
+        pipe.delete(self._k(key))
+        if mapping:
+            pipe.hset(self._k(key), mapping=mapping)
+            pipe.pexpire(self._k(key), _ttl_ms(ttl_s))
+        self._call(pipe.execute)
+
+    def delete_fields(self, key: str, fields: Sequence[str]) -> None:
+        if fields:
+            self._call(lambda: self.client.hdel(self._k(key), *fields))
+
+    def set_max(self, key: str, value: int, ttl_s: float) -> int:
+        return int(self._call(lambda: self._set_max(keys=[self._k(key)],
+                                                    args=[value, _ttl_ms(ttl_s)])))
+
+    def scan(self, pattern: str) -> list[str]:
+        start = len(self.prefix)
+        keys = self._call(lambda: list(self.client.scan_iter(match=self._k(pattern), count=500)))
+        return [_text(k)[start:] for k in keys]
+
+    def close(self) -> None:
+        self.client.close()
+
+
+class MemoryBackend:
+    """The same primitives in one process's memory (thread-safe, TTLs honoured)."""
+
+    name = "memory"
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self._values: dict[str, tuple[Any, float]] = {}
+        self._lock = threading.Lock()
+        self._clock = clock
+
+    def _live(self, key: str) -> Any:
+        entry = self._values.get(key)
+        if entry is None:
+            return None
+        if entry[1] <= self._clock():
+            del self._values[key]
+            return None
+        return entry[0]
+
+    def _put(self, key: str, value: Any, ttl_s: float) -> None:
+        self._values[key] = (value, self._clock() + ttl_s)
+
+    def _table(self, key: str) -> dict[str, Any]:
+        current = self._live(key)
+        return dict(current) if isinstance(current, dict) else {}
+
+    def get_many(self, keys: Sequence[str]) -> list[str | None]:
+        with self._lock:
+            values = [self._live(k) for k in keys]
+            return [v if isinstance(v, str) else None for v in values]
+
+    def set(self, key: str, value: str, ttl_s: float) -> None:
+        with self._lock:
+            self._put(key, value, ttl_s)
+
+    def swap(self, key: str, value: str, ttl_s: float) -> str | None:
+        with self._lock:
+            previous = self._live(key)
+            self._put(key, value, ttl_s)
+            return previous if isinstance(previous, str) else None
+
+    def delete(self, keys: Sequence[str]) -> None:
+        with self._lock:
+            for key in keys:
+                self._values.pop(key, None)
+
+    def add(self, counters: Mapping[str, Mapping[str, float]], ttl_s: Mapping[str, float]) -> None:
+        with self._lock:
+            for key, fields in counters.items():
+                table = self._table(key)
+                for name, amount in fields.items():
+                    table[name] = table.get(name, 0) + amount
+                self._put(key, table, ttl_s[key])
+
+    def hashes(self, keys: Sequence[str]) -> list[dict[str, str]]:
+        with self._lock:
+            return [{k: _text(v) for k, v in self._table(key).items()} for key in keys]
+
+    def set_fields(self, key: str, fields: Mapping[str, str], ttl_s: float) -> None:
+        if not fields:
+            return
+        with self._lock:
+            self._put(key, {**self._table(key), **fields}, ttl_s)
+
+    def replace_fields(self, key: str, fields: Mapping[str, str], ttl_s: float) -> None:
+        with self._lock:
+            if fields:
+                self._put(key, dict(fields), ttl_s)
+            else:
+                self._values.pop(key, None)
+
+    def delete_fields(self, key: str, fields: Sequence[str]) -> None:
+        with self._lock:
+            table = self._table(key)
+            if table:
+                entry = self._values[key]
+                self._values[key] = ({k: v for k, v in table.items() if k not in fields}, entry[1])
+
+    def set_max(self, key: str, value: int, ttl_s: float) -> int:
+        with self._lock:
+            current = self._live(key)
+            result = max(value, int(current) if isinstance(current, str) else -1)
+            self._put(key, str(result), ttl_s)
+            return result
+
+    def scan(self, pattern: str) -> list[str]:
+        with self._lock:
+            return [k for k in list(self._values) if self._live(k) is not None
+                    and fnmatch.fnmatchcase(k, pattern)]
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+def backend_from_url(redis_url: str | None, prefix: str) -> StateBackend:
+    """Redis when a URL is given, this process's memory otherwise."""
+    return RedisBackend.from_url(redis_url, prefix) if redis_url else MemoryBackend()

@@ -1,0 +1,161 @@
+"""Every name and format that crosses a process boundary, defined once.
+
+* Channel names: run R's lines on ``{prefix}logs-{R}``, admin events on
+  ``{prefix}admin-events``, health reports on ``{prefix}admin-health``.
+* Event names: ``log`` for lines, ``provider-changed`` when traffic moves to another
+  broadcaster, ``health`` for the periodic report.
+* The broadcast task's argument, :class:`Batch`: the lines of one emitter flush (per run,
+  in seq order) and its admin events.
+* Message ids: ``{run_id}:{first_seq}-{last_seq}``, stable across retries, so a provider's
+  idempotent publishing and a client's de-duplication line up.
+
+Run ids become part of a channel name, so they may only hold the characters Pusher allows
+there; :meth:`Channels.validate_run_id` says which when one does not.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, NotRequired, TypedDict
+
+from config.settings import CHANNEL_NAME_PATTERN, REQUIRED_CHANNEL_PREFIX
+
+#: Celery queues: short provider calls, and long user work (never starving the former).
+BROADCAST_QUEUE = "broadcast"
+WORKFLOWS_QUEUE = "workflows"
+
+LOG_EVENT = "log"
+PROVIDER_CHANGED_EVENT = "provider-changed"
+HEALTH_EVENT = "health"
+
+#: Characters Pusher allows in a channel name (and so in a run id).
+RUN_ID_CHARS = "letters, digits and _ - = @ , . ;"
+_RUN_ID = CHANNEL_NAME_PATTERN
+#: Pusher's channel-name limit, prefixes included.
+MAX_CHANNEL_CHARS = 164
+#: The width of the ``run_id`` columns in SQL.
+MAX_RUN_ID_CHARS = 128
+_LOGS = "logs-"
+
+
+class InvalidRunId(ValueError):
+    """A run id that cannot be part of a channel name."""
+
+
+@dataclass(frozen=True)
+class Channels:
+    """relaycast's channel names under one prefix (``RELAYCAST_CHANNEL_PREFIX``)."""
+
+    prefix: str = REQUIRED_CHANNEL_PREFIX
+
+    def logs(self, run_id: str) -> str:
+        return f"{self.prefix}{_LOGS}{run_id}"
+
+    @property
+    def admin_events(self) -> str:
+        return f"{self.prefix}admin-events"
+
+    @property
+    def admin_health(self) -> str:
+        return f"{self.prefix}admin-health"
+
+    @property
+    def logs_prefix(self) -> str:
+        """What every log channel starts with (for the providers' ``filter_by_prefix``)."""
+        return f"{self.prefix}{_LOGS}"
+
+    def run_id_of(self, channel: str) -> str | None:
+        """The run whose log channel ``channel`` is; None for any other channel."""
+        if not channel.startswith(self.logs_prefix):
+            return None
+        run_id = channel[len(self.logs_prefix):]
+        return run_id if _RUN_ID.fullmatch(run_id) else None
+
+    def is_ours(self, channel: str) -> bool:
+        """One of relaycast's channels: a run's logs, admin events or health."""
+        return channel in (self.admin_events, self.admin_health) or self.run_id_of(channel) is not None
+
+    @property
+    def max_run_id_chars(self) -> int:
+        return min(MAX_RUN_ID_CHARS, MAX_CHANNEL_CHARS - len(self.logs_prefix))
+
+    def validate_run_id(self, run_id: object) -> str:
+        """``run_id`` if it can name a channel; :class:`InvalidRunId` saying why otherwise."""
+        if not isinstance(run_id, str) or not _RUN_ID.fullmatch(run_id):
+            raise InvalidRunId(
+                f"invalid run id {run_id!r}: a run id becomes part of a channel name, so use "
+                f"only {RUN_ID_CHARS}")
+        limit = self.max_run_id_chars
+        if len(run_id) > limit:
+            raise InvalidRunId(
+                f"invalid run id: it is {len(run_id)} characters; at most {limit} are allowed "
+                f"(SQL holds {MAX_RUN_ID_CHARS}; a channel name with the prefix "
+                f"{self.prefix!r} holds {MAX_CHANNEL_CHARS - len(self.logs_prefix)})")
+        return run_id
+
+
+def message_id(run_id: str, first_seq: int, last_seq: int) -> str:
+    """Stable id of the message carrying ``first_seq..last_seq`` of ``run_id``."""
+    return f"{run_id}:{first_seq}-{last_seq}"
+
+
+def run_of_message_id(message_id: str) -> str:
+    return message_id.rsplit(":", 1)[0]
+
+
+class LineEvent(TypedDict):
+    """One log line as browsers receive it (and as the history endpoint returns it)."""
+
+    seq: int
+    ts: int  # epoch milliseconds
+    level: str
+    message: str
+    data: dict[str, Any]
+
+
+class RunLines(TypedDict):
+    """Lines of one run, in seq order, contiguous as stored by one flush."""
+
+    run_id: str
+    channel: str
+    events: list[LineEvent]
+
+
+class AdminMessage(TypedDict):
+    channel: str
+    event: str
+    data: dict[str, Any]
+    id: str
+
+
+class Batch(TypedDict):
+    """The broadcast task's argument: one emitter flush (or a retry, sweep or replay of one)."""
+
+    runs: list[RunLines]
+    admin: list[AdminMessage]
+    #: Publish each run's lines only after the lines before them (the ordering gate). False
+    #: for sweeps and replays, whose lines are old and whose predecessors are long gone.
+    ordered: NotRequired[bool]
+    #: Non-live broadcasters (``log``) already took these lines: try live ones only.
+    live_only: NotRequired[bool]
+
+
+def new_batch(runs: list[RunLines] | None = None, admin: list[AdminMessage] | None = None, *,
+              ordered: bool = True, live_only: bool = False) -> Batch:
+    batch: Batch = {"runs": runs or [], "admin": admin or []}
+    if not ordered:
+        batch["ordered"] = False
+    if live_only:
+        batch["live_only"] = True
+    return batch
+
+
+def batch_lines(batch: Batch) -> int:
+    return sum(len(run["events"]) for run in batch["runs"])
+
+
+def describe_batch(batch: Batch) -> str:
+    """Short text for logs and Flower: ``runs=a,b,c…, lines=N, admin=M``."""
+    runs = ",".join(run["run_id"] for run in batch["runs"][:3])
+    more = "…" if len(batch["runs"]) > 3 else ""
+    return f"runs={runs}{more}, lines={batch_lines(batch)}, admin={len(batch['admin'])}"

@@ -1,0 +1,46 @@
+"""Starting runs the way people do (``relaycast run``) and reading what subscribers got."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+from support.pusher_ws import Subscriber
+from support.workers import relaycast_cli
+
+
+def run_env(broker: str, database_url: str, **extra: str) -> dict[str, str]:
+    """The environment of a test's processes: Redis as broker and state, under its own prefix."""
+    return {"REDIS_URL": broker, "DATABASE_URL": database_url,
+            "RELAYCAST_STATE_PREFIX": f"t{uuid.uuid4().hex[:6]}:",
+            "RELAYCAST_FLUSH_INTERVAL_MS": "50", **extra}
+
+
+def start_run(env: dict[str, str], workflow: str, run_id: str, **params: Any) -> None:
+    argv = ["run", workflow, "--run-id", run_id]
+    for key, value in params.items():
+        argv += ["--param", f"{key}={json.dumps(value)}"]
+    result = relaycast_cli(*argv, env=env)
+    assert result.returncode == 0, result.stderr
+    assert f"run id:  {run_id}" in result.stdout
+
+
+def lines_received(subscriber: Subscriber, channel: str) -> list[dict[str, Any]]:
+    """Every line the subscriber got on ``channel``, in arrival order (repeats included)."""
+    return [line for e in subscriber.events(channel, "log") for line in e["data"]["events"]]
+
+
+def seqs_received(subscriber: Subscriber, channel: str) -> list[int]:
+    return [line["seq"] for line in lines_received(subscriber, channel)]
+
+
+def wait_for_lines(subscriber: Subscriber, channel: str, count: int, timeout_s: float = 90
+                   ) -> list[int]:
+    subscriber.wait_for(lambda _: len(set(seqs_received(subscriber, channel))) >= count, timeout_s)
+    return seqs_received(subscriber, channel)
+
+
+def subscribe(subscriber: Subscriber, *channels: str) -> None:
+    for channel in channels:
+        subscriber.subscribe(channel)

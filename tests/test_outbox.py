@@ -1,0 +1,97 @@
+"""The outbox: stored lines cut into broadcast tasks, enqueued in order, bounded."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import pytest
+from support.emitting import Recorder
+
+from broadcasters.wire import Channels, LineEvent
+from workflows.outbox import Outbox
+
+
+def _events(first: int, count: int) -> list[LineEvent]:
+    return [{"seq": s, "ts": s, "level": "info", "message": f"line {s}", "data": {}}
+            for s in range(first, first + count)]
+
+
+def _outbox(recorder: Recorder | None, *, max_batch_lines: int = 100,
+            max_waiting_lines: int = 1000) -> Outbox:
+    return Outbox(recorder, Channels("private-"), max_batch_lines=max_batch_lines,
+                  max_waiting_lines=max_waiting_lines)
+
+
+def test_one_flush_is_one_task_with_every_line_and_admin_event() -> None:
+    recorder = Recorder()
+    outbox = _outbox(recorder)
+    outbox.add(1, [("etl-1", _events(1, 3)), ("etl-2", _events(1, 2))],
+               [(5, "deploy", {"type": "deploy", "ts": 1, "version": "1.4.2"})])
+    outbox.send()
+    [batch] = recorder.batches
+    assert [(run["run_id"], run["channel"]) for run in batch["runs"]] == [
+        ("etl-1", "private-logs-etl-1"), ("etl-2", "private-logs-etl-2")]
+    assert [message["event"] for message in batch["admin"]] == ["deploy"]
+    assert batch["admin"][0]["channel"] == "private-admin-events"
+    assert batch["admin"][0]["id"].startswith("admin:")
+    assert "ordered" not in batch, "flushes are ordered (the default)"
+    assert outbox.enqueued == 1
+
+
+def test_a_flush_bigger_than_max_batch_lines_is_cut_into_tasks_in_order() -> None:
+    recorder = Recorder()
+    outbox = _outbox(recorder)
+    outbox.add(1, [("etl-1", _events(1, 250)), ("etl-2", _events(1, 30))], [])
+    outbox.send()
+    sizes = [sum(len(run["events"]) for run in batch["runs"]) for batch in recorder.batches]
+    assert sizes == [100, 100, 80], "etl-1's last 50 lines and etl-2's 30 share a task"
+    assert recorder.seqs("etl-1") == list(range(1, 251))
+
+
+def test_while_the_broker_is_down_batches_wait_in_order_with_backoff(
+        caplog: pytest.LogCaptureFixture) -> None:
+    recorder = Recorder()
+    recorder.down = True
+    outbox = _outbox(recorder)
+    with caplog.at_level(logging.WARNING, logger="workflows.emitter"):
+        outbox.add(1, [("etl-1", _events(1, 10))], [])
+        outbox.send()
+        outbox.add(11, [("etl-1", _events(11, 10))], [])
+        outbox.send()
+    assert recorder.refused == 1, "the second send waited for its backoff"
+    assert outbox.first_waiting_order() == 1
+    assert any("broker unavailable" in r.getMessage() for r in caplog.records)
+    recorder.down = False
+    time.sleep(0.2)
+    outbox.send()
+    assert recorder.seqs("etl-1") == list(range(1, 21)), "oldest first"
+    assert outbox.first_waiting_order() is None
+
+
+def test_batches_waiting_past_the_bound_are_given_up_and_counted() -> None:
+    recorder = Recorder()
+    recorder.down = True
+    outbox = _outbox(recorder, max_waiting_lines=100)
+    for start in (1, 61, 121):
+        outbox.add(start, [("etl-1", _events(start, 60))], [(start, "deploy", {"ts": 1})])
+        outbox.send()
+    assert outbox.not_broadcast == 120
+    assert outbox.admin_dropped == 2
+    recorder.down = False
+    time.sleep(0.2)
+    outbox.send()
+    assert recorder.seqs("etl-1") == list(range(121, 181))
+
+
+def test_without_a_broadcast_queue_wired_it_says_so_once_and_counts(
+        caplog: pytest.LogCaptureFixture) -> None:
+    outbox = _outbox(None)
+    with caplog.at_level(logging.WARNING, logger="workflows.emitter"):
+        for start in (1, 11):
+            outbox.add(start, [("etl-1", _events(start, 10))], [])
+            outbox.send()
+    assert outbox.not_broadcast == 20
+    warnings = [r.getMessage() for r in caplog.records if "no broadcast queue" in r.getMessage()]
+    assert len(warnings) == 1
+    assert "import tasks" in warnings[0]
