@@ -7,14 +7,14 @@
   channels only (``{prefix}logs-*``, ``{prefix}admin-*``).
 
 With ``RELAYCAST_ADMIN_TOKEN`` set, every endpoint needs ``Authorization: Bearer <token>``
-(the OpenAPI schema and its docs pages too); without it, ``relaycast api`` listens on
-loopback only. Answers are JSON that is always valid UTF-8: a lone surrogate stored by an
-older version becomes U+FFFD rather than a 500.
+or the viewer's session cookie (:mod:`api.auth`; the OpenAPI schema and its docs pages
+too); without it, ``relaycast api`` listens on loopback only. Answers are JSON that is
+always valid UTF-8: a lone surrogate stored by an older version becomes U+FFFD rather than
+a 500. The viewer's pages and their JSON are in :mod:`api.ui`.
 """
 
 from __future__ import annotations
 
-import hmac
 import json
 from typing import Annotated, Any
 from urllib.parse import parse_qs
@@ -23,6 +23,8 @@ from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse
 
+from api.auth import Auth
+from api.ui import build_router, sent_per_minute
 from broadcasters.base import encode_json
 from broadcasters.factory import build_state
 from broadcasters.wire import Channels, InvalidRunId
@@ -47,18 +49,8 @@ def create_app(settings: Settings) -> FastAPI:
                   openapi_url=None, default_response_class=SafeJSONResponse)
     state = build_state(settings)
     channels = Channels(settings.channel_prefix)
-    token = settings.admin_token.get_secret_value() if settings.admin_token else None
-
-    def authorised(request: Request) -> None:
-        if token is None:
-            return
-        header = request.headers.get("authorization", "")
-        scheme, _, given = header.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip(), token):
-            raise HTTPException(status_code=401, detail="missing or wrong bearer token",
-                                headers={"WWW-Authenticate": "Bearer"})
-
-    guard = [Depends(authorised)]
+    auth = Auth(settings.admin_token.get_secret_value() if settings.admin_token else None)
+    guard = [Depends(auth.require)]
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict[str, bool]:
@@ -75,7 +67,8 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.get("/admin/broadcaster-status", dependencies=guard)
     def broadcaster_status() -> dict[str, Any]:
-        return current_report(settings, state).model_dump(mode="json")
+        return {**current_report(settings, state).model_dump(mode="json"),
+                **sent_per_minute(settings, state)}
 
     @app.get("/runs/{run_id}/logs", dependencies=guard)
     def run_logs(run_id: str,
@@ -120,4 +113,5 @@ def create_app(settings: Settings) -> FastAPI:
             raise HTTPException(status_code=400, detail=str(exc)) from None
         return signed
 
+    app.include_router(build_router(settings, state, auth))
     return app

@@ -391,6 +391,16 @@ class SharedState:
     def close(self) -> None:
         self.backend.close()
 
+    # Per-minute series (the viewer's chart) ---------------------------------------------------
+
+    def sent_per_minute(self, name: str, minutes: int = 60) -> list[int]:
+        """Messages ``name`` sent in each of the last ``minutes`` minute buckets, oldest first
+        (the current, unfinished minute last); zeros when the state is unavailable."""
+        tables = self._minute_tables(f"stats:{name}", minutes)
+        if len(tables) != minutes:
+            return [0] * minutes
+        return [int(float(table.get("sent", 0))) for table in tables]
+
 
 def state_from_url(redis_url: str | None, prefix: str) -> SharedState:
     """Redis-backed state when a URL is given, in-memory otherwise."""

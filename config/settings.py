@@ -130,6 +130,20 @@ class Settings(BaseSettings):
         "INFO", validation_alias=_env("RELAYCAST_LOG_LEVEL")
     )
 
+    # Browser (viewer) ---------------------------------------------------------------------
+    # Where a browser reaches the Pusher-protocol WebSocket server: the server-side
+    # PUSHER_HOST (e.g. "soketi" in docker-compose) need not resolve in a browser.
+    # Each defaults to its PUSHER_* counterpart (see ``browser_ws``).
+    browser_ws_host: str | None = Field(None, validation_alias=_env("RELAYCAST_BROWSER_WS_HOST"))
+    browser_ws_port: int | None = Field(
+        None, ge=1, le=65535, validation_alias=_env("RELAYCAST_BROWSER_WS_PORT")
+    )
+    browser_ws_tls: bool | None = Field(None, validation_alias=_env("RELAYCAST_BROWSER_WS_TLS"))
+    #: How often a browser polls the history endpoint when live delivery is not possible.
+    browser_poll_interval_ms: int = Field(
+        1000, ge=200, le=60_000, validation_alias=_env("RELAYCAST_BROWSER_POLL_INTERVAL_MS")
+    )
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper_level(cls, value: object) -> object:
@@ -262,6 +276,14 @@ class Settings(BaseSettings):
     def quota_disable_s(self) -> float | None:
         """Seconds a quota error disables a provider for; None means until the next UTC midnight."""
         return None if self.quota_disable == "midnight" else parse_duration_s(self.quota_disable)
+
+    @property
+    def browser_ws(self) -> tuple[str | None, int | None, bool]:
+        """(host, port, TLS) a browser connects to: ``RELAYCAST_BROWSER_WS_*``, else ``PUSHER_*``."""
+        host = self.browser_ws_host or self.pusher_host
+        port = self.browser_ws_port or self.pusher_port
+        tls = self.pusher_ssl if self.browser_ws_tls is None else self.browser_ws_tls
+        return host, port, tls
 
 
 def _url_with_scheme(value: str | None, schemes: tuple[str, ...], example: str) -> str | None:

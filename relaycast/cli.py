@@ -279,8 +279,20 @@ def cmd_api(settings: Settings, args: argparse.Namespace) -> int:
               "no authentication", file=sys.stderr, flush=True)
     elif host is None:
         host = "0.0.0.0"  # noqa: S104 - token-protected
+    if settings.admin_token is not None:
+        _print_sign_in_url(host, args.port, settings.admin_token.get_secret_value())
     uvicorn.run(create_app(settings), host=host, port=args.port, log_level="warning")
     return 0
+
+
+def _print_sign_in_url(host: str, port: int, token: str) -> None:
+    """The viewer's sign-in link, on stdout (as Jupyter prints its own): it holds the token."""
+    from urllib.parse import quote
+
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host  # noqa: S104
+    shown = f"[{shown}]" if ":" in shown else shown
+    print(f"relaycast api: open the viewer (signs this browser in):\n"
+          f"    http://{shown}:{port}/ui/?token={quote(token, safe='')}", flush=True)
 
 
 def cmd_db(settings: Settings, args: argparse.Namespace) -> int:

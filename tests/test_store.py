@@ -221,6 +221,24 @@ def test_a_start_that_reaches_sql_after_the_end_does_not_undo_it(store: LogStore
     assert (run.status, run.finished_at, run.params) == ("running", None, {"rows": 2})
 
 
+def test_recent_runs_are_newest_first_limited_and_filtered_by_status(store: LogStore) -> None:
+    statuses = [RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.RUNNING, RunStatus.SUCCEEDED]
+    for i, status in enumerate(statuses):
+        store.start_run(f"run-{i}", "etl", {}, at_ms=1_700_000_000_000 + i * 1000)
+        if status is not RunStatus.RUNNING:
+            store.finish_run(f"run-{i}", status, at_ms=1_700_000_000_500 + i * 1000)
+    assert [r.run_id for r in store.recent_runs()] == ["run-3", "run-2", "run-1", "run-0"]
+    assert [r.run_id for r in store.recent_runs(limit=2)] == ["run-3", "run-2"]
+    assert [r.run_id for r in store.recent_runs(status=RunStatus.SUCCEEDED)] == ["run-3", "run-0"]
+    assert [r.run_id for r in store.recent_runs(status=RunStatus.RUNNING)] == ["run-2"]
+
+
+def test_line_counts_give_each_runs_lines_and_highest_seq(store: LogStore) -> None:
+    store.insert_lines([_row("a", s) for s in (1, 2, 3, 5)] + [_row("b", 1)])
+    assert store.line_counts(["a", "b", "none"]) == {"a": (4, 5), "b": (1, 1)}
+    assert store.line_counts([]) == {}
+
+
 # Migrations ------------------------------------------------------------------------------------
 
 

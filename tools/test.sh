@@ -27,10 +27,21 @@ if ! command -v redis-server >/dev/null 2>&1; then
     "${sudo_cmd[@]}" apt-get install -y redis-server
 fi
 
+# The viewer's browser tests drive Debian's chromium (Playwright never downloads a browser here).
+if [ ! -x /usr/bin/chromium ]; then
+    sudo_cmd=()
+    if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1; then
+        sudo_cmd=(sudo)
+    fi
+    "${sudo_cmd[@]}" apt-get update
+    "${sudo_cmd[@]}" apt-get install -y chromium
+fi
+
 echo "python:       $(.venv/bin/python --version 2>&1)"
 echo "node:         $(node --version)"
 echo "soketi:       $(node -p "require('./tools/node_modules/@soketi/soketi/package.json').version")"
 echo "redis-server: $(redis-server --version)"
+echo "chromium:     $(/usr/bin/chromium --version 2>/dev/null)"
 
 .venv/bin/ruff check .
 .venv/bin/mypy

@@ -1,0 +1,114 @@
+"""Who may call the API: a bearer token for scripts, a session cookie for the viewer's pages.
+
+With ``RELAYCAST_ADMIN_TOKEN`` set:
+
+* scripts send ``Authorization: Bearer <token>``;
+* a person opens the sign-in URL that ``relaycast api`` prints (``…/ui/?token=<token>``, as
+  Jupyter does). The page answers ``303 See Other`` to the same URL without the token and
+  sets an ``HttpOnly``, ``SameSite=Strict`` session cookie (``Secure`` over HTTPS). The
+  cookie never holds the token itself: its value is the hex HMAC-SHA256 of a fixed label
+  keyed by the token, so it cannot be turned back into the token, and rotating the token
+  signs every browser out. It authorises exactly what the bearer token does (history,
+  runs, status, ``/pusher/auth``); ``SameSite=Strict`` keeps other sites' forms and
+  scripts from using it.
+
+Without a valid bearer or cookie, JSON endpoints answer 401 JSON and pages answer 401 with
+a small HTML page saying how to sign in. Without a token configured, everything is open
+(``relaycast api`` then listens on loopback only).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from pathlib import Path
+from urllib.parse import urlencode
+
+from fastapi import HTTPException, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+
+SESSION_COOKIE = "relaycast_session"
+_SESSION_LABEL = b"relaycast viewer session v1"
+_SIGN_IN_PAGE = Path(__file__).resolve().parent / "static" / "signin.html"
+
+#: Headers every page carries: no caching of signed-in pages, no token in a Referer, and a
+#: policy that allows only this origin's scripts and styles (WebSockets may go elsewhere:
+#: the Pusher-protocol server).
+PAGE_HEADERS = {
+    "Cache-Control": "no-store",
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": ("default-src 'self'; script-src 'self'; style-src 'self'; "
+                                "img-src 'self' data:; connect-src 'self' ws: wss:; "
+                                "frame-ancestors 'none'; base-uri 'none'; form-action 'self'"),
+}
+
+
+def session_value(token: str) -> str:
+    """The session cookie's value for ``token``: hex HMAC-SHA256 of a fixed label."""
+    return hmac.new(token.encode("utf-8"), _SESSION_LABEL, hashlib.sha256).hexdigest()
+
+
+class Auth:
+    """The one authentication policy of the API, built from the configured token."""
+
+    def __init__(self, token: str | None) -> None:
+        self._token = token or None
+        self._session = session_value(token) if token else None
+
+    @property
+    def enabled(self) -> bool:
+        return self._token is not None
+
+    def _bearer_ok(self, request: Request) -> bool:
+        assert self._token is not None
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(given.strip(), self._token)
+
+    def _cookie_ok(self, request: Request) -> bool:
+        assert self._session is not None
+        given = request.cookies.get(SESSION_COOKIE)
+        return given is not None and hmac.compare_digest(given, self._session)
+
+    def allowed(self, request: Request) -> bool:
+        return not self.enabled or self._bearer_ok(request) or self._cookie_ok(request)
+
+    def require(self, request: Request) -> None:
+        """FastAPI dependency of every JSON endpoint: bearer token or session cookie."""
+        if not self.allowed(request):
+            raise HTTPException(status_code=401, detail="missing or wrong bearer token or session "
+                                "cookie (sign in at /ui/?token=...)",
+                                headers={"WWW-Authenticate": "Bearer"})
+
+    def page_gate(self, request: Request) -> Response | None:
+        """The sign-in flow of a page: None to serve it, else the answer to send instead.
+
+        ``?token=`` right: 303 to the same URL without it, setting the session cookie;
+        wrong: 401. No token in the URL: the page if the cookie (or a bearer) is valid,
+        else 401 with the sign-in page.
+        """
+        if not self.enabled:
+            return None
+        assert self._token is not None and self._session is not None
+        given = request.query_params.get("token")
+        if given is not None:
+            if not hmac.compare_digest(given, self._token):
+                return sign_in_page(wrong_token=True)
+            rest = [(k, v) for k, v in request.query_params.multi_items() if k != "token"]
+            target = request.url.path + (f"?{urlencode(rest)}" if rest else "")
+            answer = RedirectResponse(target, status_code=303, headers=dict(PAGE_HEADERS))
+            answer.set_cookie(SESSION_COOKIE, self._session, httponly=True, samesite="strict",
+                              secure=request.url.scheme == "https", path="/")
+            return answer
+        if self._bearer_ok(request) or self._cookie_ok(request):
+            return None
+        return sign_in_page(wrong_token=False)
+
+
+def sign_in_page(*, wrong_token: bool) -> HTMLResponse:
+    """401 with the static sign-in help page (it echoes nothing from the request)."""
+    html = _SIGN_IN_PAGE.read_text(encoding="utf-8")
+    notice = ("The token in that link is wrong, or was changed since the link was printed."
+              if wrong_token else "This page needs you to sign in.")
+    return HTMLResponse(html.replace("{{notice}}", notice), status_code=401,
+                        headers=dict(PAGE_HEADERS))

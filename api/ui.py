@@ -1,0 +1,233 @@
+"""The browser half: the viewer's pages, their JSON, and whole-log downloads.
+
+Everything is served by ``relaycast api`` from files in this package (``api/static``): no
+front-end server, no build step, nothing loaded from elsewhere, so it works offline.
+
+Pages (sign-in flow in :mod:`api.auth`):
+
+* ``/`` → ``/ui/``: the runs list and the broadcaster panel;
+* ``/ui/runs/{run_id}``: the run view.
+
+JSON and downloads (bearer token or session cookie):
+
+* ``GET /runs?limit=&status=``: recent runs, newest first, with their line counts;
+* ``GET /runs/{run_id}``: one run's status;
+* ``GET /runs/{run_id}/logs.ndjson`` and ``.txt``: every stored line, streamed page by page.
+
+Public:
+
+* ``GET /ui/config``: which transport the browser should use and how (never a secret);
+* ``GET /ui/static/...``: the JavaScript client (``relaycast.js``), the pages' scripts and
+  styles, and the pinned pusher-js (``vendor/pusher.min.js``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi.responses import FileResponse, RedirectResponse, Response, StreamingResponse
+
+from api.auth import PAGE_HEADERS, Auth
+from broadcasters.state import SharedState
+from broadcasters.wire import Channels, InvalidRunId
+from config import Settings
+from workflows.models import RunStatus
+from workflows.store import LogStore, store_for
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+#: Content types of the files served from ``/ui/static`` (anything else is not served).
+STATIC_TYPES = {
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".svg": "image/svg+xml",
+    ".txt": "text/plain; charset=utf-8",
+}
+#: Lines per database query while streaming a download.
+DOWNLOAD_PAGE = 5000
+
+
+def browser_config(settings: Settings, state: SharedState) -> dict[str, Any]:
+    """What ``GET /ui/config`` answers: the transport a browser should use, and how.
+
+    ``pusher`` when Pusher is configured and listed, is the broadcaster carrying traffic
+    (or none is recorded yet), and is not flagged disabled or paused; otherwise
+    ``polling``: the active broadcaster is one a browser cannot subscribe to (``log``, or
+    ``ably`` for now), so the client polls the history endpoint.
+    """
+    active = state.active()
+    pusher_listed = settings.provider_configured("pusher") and "pusher" in settings.broadcaster_order
+    flag = state.flags(["pusher"]).get("pusher") if pusher_listed else None
+    if not pusher_listed:
+        reason = "Pusher is not configured"
+    elif flag is not None:
+        reason = f"pusher {flag.kind}: {flag.reason}"
+    elif active not in (None, "pusher"):
+        reason = f"the active broadcaster is {active}, which a browser cannot subscribe to"
+    else:
+        reason = None
+    poll_ms = settings.browser_poll_interval_ms
+    config: dict[str, Any] = {
+        "transport": "polling" if reason else "pusher",
+        "reason": reason,
+        "active_broadcaster": active,
+        "channel_prefix": settings.channel_prefix,
+        "poll_interval_ms": poll_ms,
+        # The client re-reads this config this often: after a quota stop or an outage the
+        # provider-changed announcement cannot reach a Pusher page (it goes to log).
+        "config_refresh_ms": max(2000, 3 * poll_ms),
+        "pusher": None,
+    }
+    if pusher_listed:
+        host, port, tls = settings.browser_ws
+        config["pusher"] = {"key": settings.pusher_key, "cluster": settings.pusher_cluster or "mt1",
+                            "wsHost": host, "wsPort": port, "forceTLS": tls}
+    return config
+
+
+def _run_json(run: Any, counts: tuple[int, int] | None, channels: Channels) -> dict[str, Any]:
+    finished = run.finished_at
+    return {
+        "run_id": run.run_id, "workflow": run.workflow, "status": run.status,
+        "params": run.params, "started_at": run.started_at, "finished_at": finished,
+        "duration_s": round((finished - run.started_at) / 1000, 3) if finished else None,
+        "error": run.error, "lines": counts[0] if counts else 0,
+        "last_seq": counts[1] if counts else 0, "channel": channels.logs(run.run_id),
+    }
+
+
+def _text_line(line: Any) -> str:
+    when = datetime.fromtimestamp(line.ts / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    data = f"  {json.dumps(line.data, ensure_ascii=False)}" if line.data else ""
+    return f"{line.seq:>6} {when} {line.level.upper():<7} {line.message}{data}\n"
+
+
+def _ndjson_line(line: Any) -> str:
+    return json.dumps({"seq": line.seq, "ts": line.ts, "level": line.level,
+                       "message": line.message, "data": line.data}, ensure_ascii=False) + "\n"
+
+
+def build_router(settings: Settings, state: SharedState, auth: Auth) -> APIRouter:
+    router = APIRouter()
+    guard = [Depends(auth.require)]
+    channels = Channels(settings.channel_prefix)
+
+    def store() -> LogStore:
+        return store_for(settings.database_url_or_default)
+
+    def checked(run_id: str) -> str:
+        try:
+            return channels.validate_run_id(run_id)
+        except InvalidRunId as exc:
+            raise HTTPException(status_code=400, detail=str(exc)) from None
+
+    # Pages -------------------------------------------------------------------------------------
+
+    def page(request: Request, name: str) -> Response:
+        gate = auth.page_gate(request)
+        if gate is not None:
+            return gate
+        return FileResponse(STATIC_DIR / name, media_type="text/html; charset=utf-8",
+                            headers=dict(PAGE_HEADERS))
+
+    @router.get("/", include_in_schema=False)
+    def root() -> RedirectResponse:
+        return RedirectResponse("/ui/", status_code=307)
+
+    @router.get("/ui", include_in_schema=False)
+    def ui_no_slash(request: Request) -> RedirectResponse:
+        query = f"?{request.url.query}" if request.url.query else ""
+        return RedirectResponse(f"/ui/{query}", status_code=307)
+
+    @router.get("/ui/", include_in_schema=False)
+    def runs_page(request: Request) -> Response:
+        return page(request, "index.html")
+
+    @router.get("/ui/runs/{run_id}", include_in_schema=False)
+    def run_page(request: Request, run_id: str) -> Response:
+        return page(request, "run.html")
+
+    # Public: transport config and static files ---------------------------------------------
+
+    @router.get("/ui/config")
+    def ui_config() -> Response:
+        return Response(json.dumps(browser_config(settings, state)), media_type="application/json",
+                        headers={"Cache-Control": "no-store"})
+
+    @router.get("/ui/static/{path:path}", include_in_schema=False)
+    def static(path: str, request: Request) -> Response:
+        file = (STATIC_DIR / path).resolve()
+        media_type = STATIC_TYPES.get(file.suffix)
+        if media_type is None or not file.is_relative_to(STATIC_DIR) or not file.is_file():
+            raise HTTPException(status_code=404, detail="not found")
+        body = file.read_bytes()
+        etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+        headers = {"ETag": etag, "Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"}
+        if request.headers.get("if-none-match") == etag:
+            return Response(status_code=304, headers=headers)
+        return Response(body, media_type=media_type, headers=headers)
+
+    # Runs --------------------------------------------------------------------------------------
+
+    @router.get("/runs", dependencies=guard)
+    def list_runs(limit: Annotated[int, Query(ge=1, le=500)] = 50,
+                  status: RunStatus | None = None) -> dict[str, Any]:
+        runs = store().recent_runs(limit, status)
+        counts = store().line_counts(r.run_id for r in runs)
+        return {"runs": [_run_json(r, counts.get(r.run_id), channels) for r in runs]}
+
+    @router.get("/runs/{run_id}", dependencies=guard)
+    def one_run(run_id: str) -> dict[str, Any]:
+        run_id = checked(run_id)
+        run = store().run(run_id)
+        counts = store().line_counts([run_id]).get(run_id)
+        if run is None:
+            if counts is None:
+                raise HTTPException(status_code=404, detail=f"no run {run_id}")
+            # Lines without a run record (stored by code outside a workflow task).
+            return {"run_id": run_id, "workflow": None, "status": None, "params": {},
+                    "started_at": None, "finished_at": None, "duration_s": None, "error": None,
+                    "lines": counts[0], "last_seq": counts[1], "channel": channels.logs(run_id)}
+        return _run_json(run, counts, channels)
+
+    def download(run_id: str, render: Any, media_type: str, suffix: str) -> StreamingResponse:
+        run_id = checked(run_id)
+        log_store = store()
+
+        def body() -> Iterator[bytes]:
+            after = 0
+            while True:
+                lines = log_store.lines(run_id, after, DOWNLOAD_PAGE)
+                if not lines:
+                    return
+                yield "".join(render(line) for line in lines).encode("utf-8")
+                after = lines[-1].seq
+
+        return StreamingResponse(body(), media_type=media_type, headers={
+            "Content-Disposition": f'attachment; filename="{run_id}{suffix}"',
+            "Cache-Control": "no-store"})
+
+    @router.get("/runs/{run_id}/logs.ndjson", dependencies=guard)
+    def download_ndjson(run_id: str) -> StreamingResponse:
+        return download(run_id, _ndjson_line, "application/x-ndjson; charset=utf-8", ".ndjson")
+
+    @router.get("/runs/{run_id}/logs.txt", dependencies=guard)
+    def download_txt(run_id: str) -> StreamingResponse:
+        return download(run_id, _text_line, "text/plain; charset=utf-8", ".txt")
+
+    return router
+
+
+def sent_per_minute(settings: Settings, state: SharedState) -> dict[str, Any]:
+    """Messages each broadcaster sent per minute over the last hour, for the panel's chart
+    (read live: the health report may be a minute old)."""
+    return {
+        "sent_per_minute": {name: state.sent_per_minute(name) for name in settings.broadcaster_order},
+        # The end of the last bucket (the current minute), epoch seconds.
+        "sent_per_minute_until": (int(state.clock() // 60) + 1) * 60,
+    }
