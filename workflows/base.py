@@ -44,6 +44,7 @@ import inspect
 import logging
 import time
 import traceback
+import typing
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -214,11 +215,16 @@ def validate_params(name: str, params: Mapping[str, Any]) -> dict[str, Any]:
     """``params`` for the workflow ``name``, checked against its function's signature.
 
     Refused (:class:`InvalidParams`, one line saying which and why): relaycast's own names
-    (``run_id``); names the workflow does not take; a value whose type differs from the
-    default's (an ``int`` where the default is a ``float`` is fine).
+    (``run_id``); names the workflow does not take; a value whose type is not the one the
+    parameter is annotated with (or, unannotated, its default's); an ``int`` is a fine
+    ``float``, a ``bool`` is not an ``int``.
     """
     fn = FUNCTIONS[name]
     signature = inspect.signature(fn)
+    try:
+        hints = typing.get_type_hints(fn)
+    except Exception:  # noqa: BLE001 - an annotation that does not resolve: use defaults
+        hints = {}
     accepted = {p.name: p for p in list(signature.parameters.values())[1:]
                 if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
     takes_any = any(p.kind is p.VAR_KEYWORD for p in signature.parameters.values())
@@ -233,15 +239,20 @@ def validate_params(name: str, params: Mapping[str, Any]) -> dict[str, Any]:
                 continue
             known = ", ".join(sorted(accepted)) or "none"
             raise InvalidParams(f"workflow {name!r} takes no parameter {key!r} (it takes: {known})")
-        default = parameter.default
-        if default is not inspect.Parameter.empty and default is not None:
-            expected = (int, float) if type(default) is float else (type(default),)
-            if type(value) not in expected or (type(default) is int and type(value) is bool):
-                raise InvalidParams(f"{key} must be {type(default).__name__} like its default "
-                                    f"{default!r}, not {type(value).__name__} {value!r}")
+        kind = hints.get(key)
+        if kind not in _CHECKED:
+            default = parameter.default
+            kind = type(default) if type(default) in _CHECKED else None
+        if kind is not None and type(value) not in _CHECKED[kind]:
+            raise InvalidParams(f"{key} must be {kind.__name__}, not {type(value).__name__} "
+                                f"{value!r}")
         out[key] = value
     return out
 
+
+#: Parameter types checked where parameters are given, and the value types each accepts.
+_CHECKED: dict[Any, tuple[type, ...]] = {int: (int,), float: (int, float), str: (str,),
+                                         bool: (bool,)}
 
 #: Workflows by name (a run's first task).
 REGISTRY: dict[str, Any] = {}
