@@ -60,15 +60,24 @@ class Auth:
     def enabled(self) -> bool:
         return self._token is not None
 
+    def token_ok(self, given: object) -> bool:
+        """``given`` is the token (no token configured: anything is)."""
+        if self._token is None:
+            return True
+        return isinstance(given, str) and hmac.compare_digest(given.strip(), self._token)
+
+    def session_ok(self, given: object) -> bool:
+        """``given`` is the value of a valid session cookie."""
+        if self._session is None:
+            return True
+        return isinstance(given, str) and hmac.compare_digest(given, self._session)
+
     def _bearer_ok(self, request: Request) -> bool:
-        assert self._token is not None
         scheme, _, given = request.headers.get("authorization", "").partition(" ")
-        return scheme.lower() == "bearer" and hmac.compare_digest(given.strip(), self._token)
+        return scheme.lower() == "bearer" and self.token_ok(given)
 
     def _cookie_ok(self, request: Request) -> bool:
-        assert self._session is not None
-        given = request.cookies.get(SESSION_COOKIE)
-        return given is not None and hmac.compare_digest(given, self._session)
+        return self.session_ok(request.cookies.get(SESSION_COOKIE))
 
     def allowed(self, request: Request) -> bool:
         return not self.enabled or self._bearer_ok(request) or self._cookie_ok(request)

@@ -52,28 +52,39 @@ STATIC_TYPES = {
 DOWNLOAD_PAGE = 5000
 
 
+#: Broadcasters a browser can subscribe to, and so transports the client knows.
+BROWSER_TRANSPORTS = ("pusher", "socketio")
+
+
 def browser_config(settings: Settings, state: SharedState) -> dict[str, Any]:
     """What ``GET /ui/config`` answers: the transport a browser should use, and how.
 
-    ``pusher`` when Pusher is configured and listed, is the broadcaster carrying traffic
-    (or none is recorded yet), and is not flagged disabled or paused; otherwise
-    ``polling``: the active broadcaster is one a browser cannot subscribe to (``log``, or
-    ``ably`` for now), so the client polls the history endpoint.
+    The broadcaster carrying traffic (or, before anything was sent, the first listed) when
+    a browser can subscribe to it (``pusher``, ``socketio``) and it is not flagged disabled
+    or paused; otherwise ``polling``: the active broadcaster is one a browser cannot
+    subscribe to (``log``, or ``ably`` for now), so the client polls the history endpoint.
     """
     active = state.active()
-    pusher_listed = settings.provider_configured("pusher") and "pusher" in settings.broadcaster_order
-    flag = state.flags(["pusher"]).get("pusher") if pusher_listed else None
-    if not pusher_listed:
-        reason = "Pusher is not configured"
-    elif flag is not None:
-        reason = f"pusher {flag.kind}: {flag.reason}"
-    elif active not in (None, "pusher"):
+    listed = [name for name in settings.broadcaster_order
+              if name in BROWSER_TRANSPORTS and settings.provider_configured(name)]
+    flags = state.flags(listed) if listed else {}
+    usable = [name for name in listed if name not in flags]
+    chosen = (usable[0] if usable else None) if active is None else (
+        active if active in usable else None)
+    if chosen is not None:
+        reason = None
+    elif not listed:
+        reason = "no broadcaster a browser can subscribe to is configured"
+    elif active in flags:
+        reason = f"{active} {flags[active].kind}: {flags[active].reason}"
+    elif active is not None and active not in BROWSER_TRANSPORTS:
         reason = f"the active broadcaster is {active}, which a browser cannot subscribe to"
     else:
-        reason = None
+        name, flag = next(iter(flags.items()))
+        reason = f"{name} {flag.kind}: {flag.reason}"
     poll_ms = settings.browser_poll_interval_ms
     config: dict[str, Any] = {
-        "transport": "polling" if reason else "pusher",
+        "transport": chosen or "polling",
         "reason": reason,
         "active_broadcaster": active,
         "channel_prefix": settings.channel_prefix,
@@ -82,11 +93,15 @@ def browser_config(settings: Settings, state: SharedState) -> dict[str, Any]:
         # provider-changed announcement cannot reach a Pusher page (it goes to log).
         "config_refresh_ms": max(2000, 3 * poll_ms),
         "pusher": None,
+        "socketio": None,
     }
-    if pusher_listed:
+    if "pusher" in listed:
         host, port, tls = settings.browser_ws
         config["pusher"] = {"key": settings.pusher_key, "cluster": settings.pusher_cluster or "mt1",
                             "wsHost": host, "wsPort": port, "forceTLS": tls}
+    if "socketio" in listed:
+        # No URL: the page's own host on this port (relaycast socketio beside relaycast api).
+        config["socketio"] = {"url": settings.browser_socketio_url, "port": settings.socketio_port}
     return config
 
 

@@ -21,6 +21,10 @@ def broadcaster_class(name: str) -> type[Broadcaster]:
         from broadcasters.ably import AblyBroadcaster
 
         return AblyBroadcaster
+    if name == "socketio":
+        from broadcasters.socket_io import SocketIOBroadcaster
+
+        return SocketIOBroadcaster
     if name == "log":
         return LogBroadcaster
     if name == "stub":
@@ -42,6 +46,10 @@ def build_broadcaster(name: str, settings: Settings) -> Broadcaster:
         from broadcasters.ably import AblyBroadcaster
 
         return AblyBroadcaster.from_settings(settings)
+    if name == "socketio":
+        from broadcasters.socket_io import SocketIOBroadcaster
+
+        return SocketIOBroadcaster.from_settings(settings)
     if name == "log":
         return LogBroadcaster()
     if name == "stub":
@@ -61,4 +69,5 @@ def build_manager(settings: Settings, state: SharedState | None = None) -> Broad
         quota_disable_s=settings.quota_disable_s,
         flag_cache_ms=settings.flag_cache_ms,
         control_channel=Channels(settings.channel_prefix).admin_events,
+        mirror=build_broadcaster(settings.mirror, settings) if settings.mirror else None,
     )

@@ -90,6 +90,7 @@ class BroadcasterManager:
         quota_disable_s: float | None = None,
         flag_cache_ms: int = 1000,
         control_channel: str | None = None,
+        mirror: Broadcaster | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         if not broadcasters:
@@ -108,6 +109,8 @@ class BroadcasterManager:
         self._active: str | None = None
         #: Is any live broadcaster configured? If not, non-live deliveries are final.
         self.has_live = any(b.live for b in self.broadcasters)
+        #: Also gets a copy of everything delivered live, best effort (``RELAYCAST_MIRROR``).
+        self.mirror = mirror
 
     @property
     def names(self) -> list[str]:
@@ -222,7 +225,25 @@ class BroadcasterManager:
                    else report.logged[0][1] if report.logged else None)
         if carrier is not None:
             self._note_active(carrier, report, set(errors))
+        self._copy_to_mirror([m for m, name in report.delivered])
         return report
+
+    def _copy_to_mirror(self, messages: Sequence[Message]) -> None:
+        """Best effort: what went out live also goes to the mirror (old front ends on another
+        transport during a migration). Counted apart (``mirror:NAME``); never retried, never
+        a reason to retry the batch."""
+        mirror = self.mirror
+        if mirror is None or not messages:
+            return
+        copies = [m for m in messages if m.size_bytes <= mirror.max_message_bytes]
+        attempt = mirror.send(copies)
+        failed: dict[str, int] = {}
+        for _, error in attempt.failed:
+            failed[error.category] = failed.get(error.category, 0) + 1
+        skipped = len(messages) - len(copies)
+        self.state.record({mirror_name(mirror.name): counts_from_send(
+            attempt.latencies_ms, len(attempt.delivered), failed, skipped=skipped)},
+            {mirror_name(mirror.name): str(attempt.failed[0][1])} if attempt.failed else None)
 
     @staticmethod
     def _fit(items: Sequence[Item], max_bytes: int, report: SendReport) -> list[Message]:
@@ -250,8 +271,9 @@ class BroadcasterManager:
         if carrier == self._active:
             return
         self._active = carrier
-        previous = self.state.swap_active(carrier)
-        if previous is None or previous == carrier or self.control_channel is None:
+        # Before anything was recorded, traffic was expected on the first broadcaster.
+        previous = self.state.swap_active(carrier) or self.broadcasters[0].name
+        if previous == carrier or self.control_channel is None:
             return
         reason = report.skipped.get(previous) or self._flags.get(previous)
         why = reason.reason if reason else (str(report.pending_errors[report.logged[0][0].id])
@@ -271,10 +293,19 @@ class BroadcasterManager:
                     and (previous not in report.skipped
                          or report.skipped[previous].cause is FlagCause.OPERATOR)):
                 broadcaster.send([announcement])
+        if self.mirror is not None and self.mirror.name not in (carrier, previous):
+            self.mirror.send([announcement])
 
     def close(self) -> None:
         for broadcaster in self.broadcasters:
             broadcaster.close()
+        if self.mirror is not None:
+            self.mirror.close()
+
+
+def mirror_name(name: str) -> str:
+    """The name a mirror's counters are kept under."""
+    return f"mirror:{name}"
 
 
 def _stand_in(item: Item) -> Message:

@@ -10,15 +10,18 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from pydantic import BaseModel, Field, computed_field
 
 from broadcasters.factory import is_live
+from broadcasters.manager import mirror_name
 from broadcasters.state import BroadcasterState, SharedState, next_utc_midnight
 from config import Settings
 
 LATEST_KEY = "health:latest"
+MIRROR_PREFIX = mirror_name("")
 QUOTA_WARNING_FRACTION = 0.8
 PROVIDERS_WITH_QUOTA = ("pusher", "ably")
 
@@ -77,6 +80,8 @@ class HealthReport(BaseModel):
     state_errors: int
     active_broadcaster: str | None = None
     broadcasters: list[BroadcasterHealth]
+    #: The mirror (``RELAYCAST_MIRROR``): best effort, so its failures are warnings.
+    mirror: BroadcasterHealth | None = None
     pipeline: PipelineHealth
     problems: list[str] = Field(default_factory=list)
     warnings: list[str] = Field(default_factory=list)
@@ -97,9 +102,10 @@ def failing_window_s(settings: Settings) -> float:
     return max(60.0, 2 * settings.health_interval_s)
 
 
-def broadcaster_health(settings: Settings, state: SharedState, now: float) -> list[BroadcasterHealth]:
+def broadcaster_health(settings: Settings, state: SharedState, now: float,
+                       names: Sequence[str] | None = None) -> list[BroadcasterHealth]:
     minutes = window_minutes(settings.health_interval_s)
-    names = settings.broadcaster_order
+    names = settings.broadcaster_order if names is None else names
     flags = state.flags(names)
     outcomes = state.outcomes(names)
     rows = []
@@ -112,7 +118,7 @@ def broadcaster_health(settings: Settings, state: SharedState, now: float) -> li
         row = BroadcasterHealth(
             name=name,
             state=flag.kind if flag else BroadcasterState.ENABLED,
-            live=is_live(name),
+            live=is_live(name.removeprefix(MIRROR_PREFIX)),
             reason=flag.reason if flag else None,
             cause=flag.cause if flag else None,
             since=flag.since if flag else None,
@@ -158,11 +164,14 @@ def build_report(settings: Settings, state: SharedState, pipeline: PipelineHealt
                  active_broadcaster: str | None = None, now: float | None = None) -> HealthReport:
     now = time.time() if now is None else now
     rows = broadcaster_health(settings, state, now)
+    mirror = (broadcaster_health(settings, state, now, [mirror_name(settings.mirror)])[0]
+              if settings.mirror else None)
     report = HealthReport(
         generated_at=now, interval_s=settings.health_interval_s,
         window_minutes=window_minutes(settings.health_interval_s),
         state_backend=state.backend_name, state_errors=state.errors,
-        active_broadcaster=active_broadcaster, broadcasters=rows, pipeline=pipeline)
+        active_broadcaster=active_broadcaster, broadcasters=rows, mirror=mirror,
+        pipeline=pipeline)
     live = [row for row in rows if row.live]
     for row in rows:
         if row.state is not BroadcasterState.ENABLED:
@@ -176,6 +185,8 @@ def build_report(settings: Settings, state: SharedState, pipeline: PipelineHealt
         if row.quota_exhausted_at is not None and row.state == "enabled":
             report.warnings.append(f"{row.name} quota runs out at "
                                    f"{_when(row.quota_exhausted_at)} at the current rate")
+    if mirror is not None and mirror.failing_since is not None:
+        report.warnings.append(f"the mirror to {settings.mirror} is failing: {mirror.last_error}")
     carrier = next((row for row in rows if row.name == active_broadcaster), None)
     if live and carrier is not None and not carrier.live:
         report.problems.append(f"traffic is on {carrier.name}, which no browser receives: "
@@ -218,7 +229,7 @@ def render_table(report: HealthReport) -> str:
     header = ("broadcaster", "state", "sent/1h", "failed/1h", "p95 ms", "today/quota", "until",
               "reason")
     table: list[tuple[str, ...]] = [header]
-    for row in report.broadcasters:
+    for row in [*report.broadcasters, *([report.mirror] if report.mirror else [])]:
         failed = ",".join(f"{k}={v}" for k, v in sorted(row.failed_last_hour.items())) or "0"
         today = (f"{row.usage_today}/{row.daily_quota}" if row.daily_quota
                  else str(row.usage_today))

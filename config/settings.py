@@ -24,7 +24,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from config.durations import parse_duration_s
 
-PROVIDERS = ("pusher", "ably")
+PROVIDERS = ("pusher", "ably", "socketio")
+#: What each provider needs set before it can be listed.
+PROVIDER_NEEDS = {"pusher": "PUSHER_APP_ID, PUSHER_KEY, PUSHER_SECRET", "ably": "ABLY_API_KEY",
+                  "socketio": "SOCKETIO_MESSAGE_QUEUE"}
 KNOWN_BROADCASTERS = (*PROVIDERS, "log", "stub")
 _APP_ID = re.compile(r"^\d+$")
 #: Characters Pusher allows in a channel name (so in the prefix, and in a run id).
@@ -40,6 +43,7 @@ PLACEHOLDER_TOKENS = frozenset({"change-me", "changeme", "change_me", "secret", 
 TOKEN_COMMAND = "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"  # noqa: S105
 _REDIS_SCHEMES = ("redis", "rediss", "unix")
 _BROKER_SCHEMES = (*_REDIS_SCHEMES, "amqp", "amqps", "pyamqp", "memory", "sentinel", "sqs")
+_SOCKETIO_QUEUE_SCHEMES = (*_REDIS_SCHEMES, "amqp", "amqps")
 
 
 def _env(name: str) -> Any:
@@ -130,6 +134,17 @@ class Settings(BaseSettings):
         "INFO", validation_alias=_env("RELAYCAST_LOG_LEVEL")
     )
 
+    # Socket.IO (a self-hosted, quota-free live transport, and the migration path) --------
+    #: The message queue python-socketio's servers listen on (Redis, or AMQP through kombu).
+    socketio_message_queue: str | None = Field(
+        None, validation_alias=_env("SOCKETIO_MESSAGE_QUEUE"))
+    #: The channel on that queue (python-socketio's default: "socketio").
+    socketio_channel: str = Field("socketio", min_length=1, validation_alias=_env("SOCKETIO_CHANNEL"))
+    #: Also send every delivered batch to this broadcaster, best effort (the migration mode).
+    mirror: str | None = Field(None, validation_alias=_env("RELAYCAST_MIRROR"))
+    #: The port ``relaycast socketio`` listens on (and that browsers reach it on by default).
+    socketio_port: int = Field(8001, ge=1, le=65535, validation_alias=_env("RELAYCAST_SOCKETIO_PORT"))
+
     # Browser (viewer) ---------------------------------------------------------------------
     # Where a browser reaches the Pusher-protocol WebSocket server: the server-side
     # PUSHER_HOST (e.g. "soketi" in docker-compose) need not resolve in a browser.
@@ -139,6 +154,10 @@ class Settings(BaseSettings):
         None, ge=1, le=65535, validation_alias=_env("RELAYCAST_BROWSER_WS_PORT")
     )
     browser_ws_tls: bool | None = Field(None, validation_alias=_env("RELAYCAST_BROWSER_WS_TLS"))
+    #: Where a browser reaches ``relaycast socketio`` (default: the page's host, on
+    #: RELAYCAST_SOCKETIO_PORT), e.g. https://live.example.com behind a proxy.
+    browser_socketio_url: str | None = Field(
+        None, validation_alias=_env("RELAYCAST_BROWSER_SOCKETIO_URL"))
     #: How often a browser polls the history endpoint when live delivery is not possible.
     browser_poll_interval_ms: int = Field(
         1000, ge=200, le=60_000, validation_alias=_env("RELAYCAST_BROWSER_POLL_INTERVAL_MS")
@@ -195,6 +214,27 @@ class Settings(BaseSettings):
     def _broker_url(cls, value: str | None) -> str | None:
         return _url_with_scheme(value, _BROKER_SCHEMES, "redis://host:6379/0 or amqp://user@host//")
 
+    @field_validator("socketio_message_queue")
+    @classmethod
+    def _socketio_queue(cls, value: str | None) -> str | None:
+        return _url_with_scheme(value, _SOCKETIO_QUEUE_SCHEMES,
+                                "redis://host:6379/0 or amqp://user@host//")
+
+    @field_validator("browser_socketio_url")
+    @classmethod
+    def _browser_socketio_url(cls, value: str | None) -> str | None:
+        return _url_with_scheme(value, ("http", "https"), "https://live.example.com")
+
+    @field_validator("mirror")
+    @classmethod
+    def _mirror_name(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        name = value.strip().lower()
+        if name not in PROVIDERS:
+            raise ValueError(f"mirror to a live provider ({', '.join(PROVIDERS)}), not {name!r}")
+        return name
+
     @field_validator("database_url")
     @classmethod
     def _database_url(cls, value: str | None) -> str | None:
@@ -241,8 +281,10 @@ class Settings(BaseSettings):
                              "as a duplicate")
         for name in self.broadcaster_order:
             if name in PROVIDERS and not self.provider_configured(name):
-                need = "PUSHER_APP_ID, PUSHER_KEY, PUSHER_SECRET" if name == "pusher" else "ABLY_API_KEY"
-                raise ValueError(f"RELAYCAST_BROADCASTERS: {name} is listed but {need} is not set")
+                raise ValueError(f"RELAYCAST_BROADCASTERS: {name} is listed but "
+                                 f"{PROVIDER_NEEDS[name]} is not set")
+        if self.mirror and not self.provider_configured(self.mirror):
+            raise ValueError(f"RELAYCAST_MIRROR: {self.mirror} needs {PROVIDER_NEEDS[self.mirror]}")
         return self
 
     # Derived values -------------------------------------------------------------------------
@@ -252,6 +294,8 @@ class Settings(BaseSettings):
             return bool(self.pusher_app_id and self.pusher_key and self.pusher_secret)
         if name == "ably":
             return self.ably_api_key is not None
+        if name == "socketio":
+            return self.socketio_message_queue is not None
         return name in ("log", "stub")
 
     @property

@@ -106,6 +106,12 @@ def build_parser() -> argparse.ArgumentParser:
     api.add_argument("--host", default=None, help="default 0.0.0.0 with a token, else 127.0.0.1")
     api.add_argument("--port", type=_port, default=8000)
 
+    sio = sub.add_parser("socketio", help="serve Socket.IO on SOCKETIO_MESSAGE_QUEUE (the "
+                         "workers' emits reach its clients)")
+    sio.add_argument("--host", default=None, help="default 0.0.0.0 with a token, else 127.0.0.1")
+    sio.add_argument("--port", type=_port, default=None,
+                     help="default RELAYCAST_SOCKETIO_PORT (8001)")
+
     sub.add_parser("bench", help="throughput benchmark against one task per line "
                    "(from a source checkout; options: relaycast bench -- --help)", add_help=False)
 
@@ -264,24 +270,43 @@ def cmd_logs(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _listen_host(settings: Settings, host: str | None, what: str) -> str:
+    """Where a server of ours may listen: anywhere with a token, loopback only without."""
+    if settings.admin_token is None:
+        if host not in (None, "127.0.0.1", "localhost", "::1"):
+            raise UsageError(f"without RELAYCAST_ADMIN_TOKEN {what} serves loopback only; "
+                             "set a token to listen on " + str(host))
+        print(f"relaycast {what}: RELAYCAST_ADMIN_TOKEN is not set: listening on loopback only, "
+              "no authentication", file=sys.stderr, flush=True)
+        return host or "127.0.0.1"
+    return host or "0.0.0.0"  # noqa: S104 - token-protected
+
+
 def cmd_api(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
     from api.app import create_app
 
-    host = args.host
-    if settings.admin_token is None:
-        if host not in (None, "127.0.0.1", "localhost", "::1"):
-            raise UsageError("without RELAYCAST_ADMIN_TOKEN the API serves loopback only; "
-                             "set a token to listen on " + str(host))
-        host = "127.0.0.1"
-        print("relaycast api: RELAYCAST_ADMIN_TOKEN is not set: listening on loopback only, "
-              "no authentication", file=sys.stderr, flush=True)
-    elif host is None:
-        host = "0.0.0.0"  # noqa: S104 - token-protected
+    host = _listen_host(settings, args.host, "api")
     if settings.admin_token is not None:
         _print_sign_in_url(host, args.port, settings.admin_token.get_secret_value())
     uvicorn.run(create_app(settings), host=host, port=args.port, log_level="warning")
+    return 0
+
+
+def cmd_socketio(settings: Settings, args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from api.socketio_server import create_asgi_app
+
+    if settings.socketio_message_queue is None:
+        raise UsageError("socketio needs SOCKETIO_MESSAGE_QUEUE (e.g. redis://localhost:6379/0): "
+                         "the queue the workers emit to")
+    host = _listen_host(settings, args.host, "socketio")
+    port = args.port or settings.socketio_port
+    print(f"relaycast socketio: listening on {host}:{port}, channel "
+          f"{settings.socketio_channel!r} of SOCKETIO_MESSAGE_QUEUE", file=sys.stderr, flush=True)
+    uvicorn.run(create_asgi_app(settings), host=host, port=port, log_level="warning")
     return 0
 
 
@@ -310,7 +335,8 @@ def cmd_db(settings: Settings, args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"status": cmd_status, "enable": cmd_enable, "disable": cmd_disable,
-            "demo": cmd_demo, "run": cmd_run, "logs": cmd_logs, "db": cmd_db, "api": cmd_api}
+            "demo": cmd_demo, "run": cmd_run, "logs": cmd_logs, "db": cmd_db, "api": cmd_api,
+            "socketio": cmd_socketio}
 
 
 def _bench(argv: list[str]) -> int:

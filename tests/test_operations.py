@@ -94,7 +94,7 @@ def _compose() -> dict[str, Any]:
     return data
 
 
-RELAYCAST_SERVICES = ("migrate", "worker", "beat", "flower", "api")
+RELAYCAST_SERVICES = ("migrate", "worker", "beat", "flower", "api", "socketio")
 
 
 def test_compose_has_every_service_with_healthchecks_and_restart_policies() -> None:

@@ -205,8 +205,9 @@ def test_the_transport_is_pusher_while_pusher_carries_the_traffic_or_nothing_yet
     ("active ably", PUSHER, "the active broadcaster is ably"),
     ("disabled", PUSHER, "pusher disabled: quota exceeded"),
     ("paused", PUSHER, "pusher paused: rate limited"),
-    ("", {}, "Pusher is not configured"),
-    ("", {**PUSHER, "RELAYCAST_BROADCASTERS": "log"}, "Pusher is not configured"),
+    ("", {}, "no broadcaster a browser can subscribe to is configured"),
+    ("", {**PUSHER, "RELAYCAST_BROADCASTERS": "log"},
+     "no broadcaster a browser can subscribe to is configured"),
 ])
 def test_the_transport_is_polling_when_a_browser_cannot_subscribe_to_the_traffic(
         setup: str, env: dict[str, str], reason: str) -> None:
@@ -352,18 +353,22 @@ def test_nothing_else_is_served_as_a_static_file(api: ApiServer, path: str) -> N
     assert requests.get(f"{api.url}/ui/static/{path}", timeout=10).status_code == 404
 
 
-def test_the_vendored_pusher_js_is_the_build_pinned_in_tools() -> None:
-    installed = REPO / "tools" / "node_modules" / "pusher-js"
-    require(installed.exists(), "pusher-js in tools/node_modules (run `npm ci` in tools/)")
-    pinned = json.loads((REPO / "tools" / "package.json").read_text())["dependencies"]["pusher-js"]
+@pytest.mark.parametrize(("package", "build", "major"), [
+    ("pusher-js", "dist/web/pusher.min.js", 8), ("socket.io-client", "dist/socket.io.min.js", 4)])
+def test_the_vendored_browser_libraries_are_the_builds_pinned_in_tools(
+        package: str, build: str, major: int) -> None:
+    installed = REPO / "tools" / "node_modules" / package
+    require(installed.exists(), f"{package} in tools/node_modules (run `npm ci` in tools/)")
+    pinned = json.loads((REPO / "tools" / "package.json").read_text())["dependencies"][package]
     version = json.loads((installed / "package.json").read_text())["version"]
-    assert re.fullmatch(r"8\.\d+\.\d+", pinned), "an exact 8.x version"
+    assert re.fullmatch(rf"{major}\.\d+\.\d+", pinned), f"an exact {major}.x version"
     assert version == pinned
-    vendored = STATIC_DIR / "vendor" / "pusher.min.js"
-    assert vendored.read_bytes() == (installed / "dist" / "web" / "pusher.min.js").read_bytes(), (
-        "run `bash tools/vendor-pusher-js.sh` after changing the pinned version")
-    licence = (STATIC_DIR / "vendor" / "pusher.min.js.LICENSE.txt").read_text()
-    assert f"pusher-js {version}" in licence
+    name = build.rsplit("/", 1)[1]
+    vendored = STATIC_DIR / "vendor" / name
+    assert vendored.read_bytes() == (installed / build).read_bytes(), (
+        "run `bash tools/vendor-browser-libs.sh` after changing a pinned version")
+    licence = (STATIC_DIR / "vendor" / f"{name}.LICENSE.txt").read_text()
+    assert f"{package} {version}" in licence
     assert "Permission is hereby granted" in licence
 
 

@@ -24,6 +24,7 @@ import pytest
 from conftest import require
 from support.api import ApiServer
 from support.servers import Soketi, free_port, soketi_available
+from support.socketio import SocketIOServer
 from support.workers import CeleryWorker, ForwardingProxy, relaycast_cli
 
 from workflows.models import RunStatus
@@ -656,4 +657,71 @@ def test_sign_in_in_the_browser_and_html_in_a_line_renders_as_text(
     # The cookie authorises the page's own calls: its status and history answered.
     assert page.get_attribute("#log", "data-line-count") == "3"
     assert page.is_visible("#connection[data-transport='polling']")
+    view.check_clean()
+
+
+# Socket.IO (relaycast socketio) ---------------------------------------------------------------
+
+
+def socketio_stack(make_stack: Callable[..., Stack], broker: str, closing: list[Any]
+                   ) -> tuple[Stack, SocketIOServer]:
+    """Workers broadcasting through Socket.IO only, and a ``relaycast socketio`` on a port of
+    its own (the page reaches it on its own host, that port)."""
+    port = free_port()
+    extra = {"SOCKETIO_MESSAGE_QUEUE": broker, "RELAYCAST_BROADCASTERS": "socketio",
+             "RELAYCAST_SOCKETIO_PORT": str(port)}
+    server = SocketIOServer({**extra, "REDIS_URL": broker, "RELAYCAST_ADMIN_TOKEN": TOKEN},
+                            port=port)
+    closing.append(server)
+    server.start()
+    return make_stack(None, **extra), server
+
+
+@pytest.mark.timeout(180)
+def test_with_socketio_active_the_viewer_shows_a_run_live_and_complete(
+        make_stack: Callable[..., Stack], viewer: Callable[..., Viewer], broker: str,
+        closing: list[Any]) -> None:
+    stack, _ = socketio_stack(make_stack, broker, closing)
+    view = viewer(stack.api)
+    page = view.first
+    run_id = _run_id("sio")
+    view.open_run(page, run_id)
+    wait_for_state(page, "live", "socketio")
+    stack.start_run("burst", run_id, lines=1500, delay_ms=2)
+    wait_for_lines(page, 1500)
+    page.wait_for_selector("#run-status[data-status='succeeded']", timeout=60_000)
+    assert page.evaluate("relaycastView.seqs()") == list(range(1, 1501))
+    stats = page.evaluate("relaycastView.stats()")
+    print(f"\n1,500-line run watched over Socket.IO: {stats}")
+    assert stats["live"] >= 750, "most lines arrived through Socket.IO, not history"
+    assert page.is_visible("#connection[data-state='live'][data-transport='socketio']")
+    assert rendered_in_full(page) == list(range(1, 1501))
+    view.check_clean()
+
+
+@pytest.mark.timeout(240)
+def test_the_socketio_server_restarted_mid_run_the_page_polls_then_goes_live_again(
+        make_stack: Callable[..., Stack], viewer: Callable[..., Viewer], broker: str,
+        closing: list[Any]) -> None:
+    stack, server = socketio_stack(make_stack, broker, closing)
+    view = viewer(stack.api)
+    page = view.first
+    run_id = _run_id("sio-restart")
+    total = 1500
+    view.open_run(page, run_id)
+    wait_for_state(page, "live", "socketio")
+    stack.start_run("burst", run_id, lines=total, delay_ms=20)  # about 35 s of lines
+    wait_for_lines(page, 150)
+    server.stop()
+    wait_for_state(page, "polling", "polling", timeout_s=15)
+    before = line_count(page)
+    wait_for_lines(page, before + 100, timeout_s=20)
+    print(f"\nsocketio stopped: lines kept arriving by polling ({before} -> {line_count(page)})")
+    server.start()
+    wait_for_state(page, "live", "socketio", timeout_s=45)
+    assert line_count(page) < total, "back to live while the run still runs"
+    wait_for_lines(page, total, timeout_s=90)
+    page.wait_for_selector("#run-status[data-status='succeeded']", timeout=60_000)
+    assert page.evaluate("relaycastView.seqs()") == list(range(1, total + 1)), "nothing missing"
+    assert rendered_in_full(page) == list(range(1, total + 1))
     view.check_clean()

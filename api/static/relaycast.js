@@ -31,7 +31,7 @@
  *                                          the client catches up from history then
  *   connector.close()
  *
- * "polling" needs no connector. A Socket.IO connector can be added beside Pusher's.
+ * "polling" needs no connector; "pusher" and "socketio" are registered below.
  */
 
 const MODULE_URL = new URL(import.meta.url);
@@ -292,6 +292,127 @@ class PusherConnector {
 
 registerConnector("pusher", (config, http) => new PusherConnector(config, http));
 
+let socketIOScript = null;
+
+function loadSocketIO(url) {
+  if (window.io) return Promise.resolve(window.io);
+  if (!socketIOScript) {
+    socketIOScript = new Promise((resolve, reject) => {
+      const script = document.createElement("script");
+      script.src = url.href;
+      script.async = true;
+      script.onload = () => (window.io ? resolve(window.io) : reject(new Error("no io")));
+      script.onerror = () => {
+        socketIOScript = null;
+        reject(new Error(`could not load ${url.href}`));
+      };
+      document.head.appendChild(script);
+    });
+  }
+  return socketIOScript;
+}
+
+/**
+ * Socket.IO (relaycast socketio): one socket per subscribed channel, so that every event a
+ * socket receives belongs to its channel (Socket.IO events carry no channel name). A socket
+ * asks for its channel with a `subscribe` event and the server's ack; after every reconnect
+ * it asks again, and onSubscribed makes the feed catch up from history. The session cookie
+ * (same site) or a bearer token from `headers` authorises it.
+ */
+class SocketIOConnector {
+  constructor(config, http) {
+    this.name = "socketio";
+    this.status = "connecting";
+    this.listeners = new Set();
+    this.subs = new Set();
+    this.closed = false;
+    const s = config.socketio || {};
+    this.url = s.url || `${location.protocol}//${location.hostname}:${s.port || 8001}`;
+    const bearer = (http.headers.Authorization || http.headers.authorization || "").replace(/^Bearer\s+/i, "");
+    this.auth = bearer ? { token: bearer } : {};
+    this.io = null;
+    this.ready = loadSocketIO(http.asset("vendor/socket.io.min.js")).then(
+      (io) => {
+        if (this.closed) return;
+        this.io = io;
+        for (const sub of this.subs) this._open(sub);
+      },
+      () => this._setStatus("down"),
+    );
+  }
+
+  _setStatus(status) {
+    if (status === this.status) return;
+    this.status = status;
+    for (const cb of [...this.listeners]) cb(status);
+  }
+
+  /** The worst of the sockets' states: any down is down; all connected is connected. */
+  _update() {
+    const states = [...this.subs].map((sub) => sub.status);
+    if (states.includes("down")) this._setStatus("down");
+    else if (states.length && states.every((s) => s === "connected")) this._setStatus("connected");
+    else this._setStatus("connecting");
+  }
+
+  onStatus(cb) {
+    this.listeners.add(cb);
+    return () => this.listeners.delete(cb);
+  }
+
+  _open(sub) {
+    const socket = this.io(this.url, {
+      transports: ["websocket"], // no long-polling: nothing cross-origin but the WebSocket
+      forceNew: true,
+      withCredentials: true,
+      auth: this.auth,
+      reconnectionDelay: 1000,
+      reconnectionDelayMax: 5000,
+    });
+    sub.socket = socket;
+    socket.on("connect", () => {
+      sub.status = "connected";
+      this._update();
+      socket.emit("subscribe", { channel: sub.channel }, (ack) => {
+        if (ack && ack.ok) sub.handlers.onSubscribed && sub.handlers.onSubscribed();
+        else sub.handlers.onError && sub.handlers.onError({ status: 403, message: ack && ack.error });
+      });
+    });
+    socket.on("disconnect", () => {
+      sub.status = "down";
+      this._update();
+    });
+    socket.on("connect_error", () => {
+      sub.status = "down";
+      this._update();
+    });
+    socket.onAny((event, data) => sub.handlers.onEvent(event, data));
+  }
+
+  subscribe(channel, handlers) {
+    const sub = { channel, handlers, socket: null, status: "connecting" };
+    this.subs.add(sub);
+    if (this.io) this._open(sub);
+    this._update();
+    return {
+      unsubscribe: () => {
+        this.subs.delete(sub);
+        if (sub.socket) sub.socket.disconnect();
+        this._update();
+      },
+    };
+  }
+
+  close() {
+    this.closed = true;
+    for (const sub of this.subs) if (sub.socket) sub.socket.disconnect();
+    this.subs.clear();
+    this.listeners.clear();
+  }
+}
+
+registerConnector("socketio", (config, http) => new SocketIOConnector(config, http));
+
 // ---------------------------------------------------------------------------------------------
 // The hub: one per API root, shared by every feed of the page (one config watch, one
 // WebSocket).
@@ -363,7 +484,8 @@ class Hub {
     const moved =
       !previous ||
       previous.transport !== next.transport ||
-      JSON.stringify(previous.pusher) !== JSON.stringify(next.pusher);
+      JSON.stringify(previous.pusher) !== JSON.stringify(next.pusher) ||
+      JSON.stringify(previous.socketio) !== JSON.stringify(next.socketio);
     if (moved) this._switch(next);
     const changed =
       previous &&
