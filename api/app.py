@@ -23,6 +23,7 @@ from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse
 
+from api import webhooks
 from api.auth import Auth
 from api.ui import build_router, sent_per_minute
 from broadcasters.base import encode_json
@@ -114,4 +115,5 @@ def create_app(settings: Settings) -> FastAPI:
         return signed
 
     app.include_router(build_router(settings, state, auth))
+    app.include_router(webhooks.build_router(settings, state))
     return app

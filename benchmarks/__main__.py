@@ -47,12 +47,15 @@ from benchmarks.harness import (
     REPO,
     BenchWorker,
     ChannelLines,
+    ForwardingProxy,
     Producer,
     Progress,
     RedisServer,
     RssSampler,
     Soketi,
     TimedSubscriber,
+    gate_counters,
+    gate_figures,
     project_env,
     soketi_available,
     soketi_counters,
@@ -62,6 +65,7 @@ from benchmarks.profiling import PySpy, anchored, everything_but, py_spy_binary,
 DESIGNS = ("relaycast", "baseline")
 TASK_NAMES = {"relaycast": "relaycast.broadcast", "baseline": "benchmarks.baseline.publish_line"}
 SOAK_SECONDS = 300.0
+STATE_PREFIX = "bench:"
 WARMUP_LINES = 20
 
 
@@ -233,6 +237,7 @@ def run_phase(ctx: Context, worker: BenchWorker, design: str, kind: str) -> dict
                 ctx.profiler.start(f"{design}-{kind}-worker", worker.pid, subprocesses=True)
             time.sleep(1.0)  # py-spy attaches
         log_offset = len(worker.full_log())
+        gate_before = gate_counters(ctx.redis.url, STATE_PREFIX) if design == "relaycast" else {}
         before = soketi_counters(ctx.soketi)
         others = {"redis": [ctx.redis.pid or 0], "soketi": [ctx.soketi.pid or 0],
                   "benchmark": [os.getpid()]}
@@ -329,6 +334,9 @@ def run_phase(ctx: Context, worker: BenchWorker, design: str, kind: str) -> dict
         window = (result["first_emit_ns"], result["last_emit_ns"])
         figures["memory"] = {g: rep.memory_figures(sampler.series(g, *window))
                              for g in ("worker", "producer")}
+    if design == "relaycast":
+        time.sleep(0.3)  # the last tasks' counters
+        figures["gate"] = gate_figures(gate_before, gate_counters(ctx.redis.url, STATE_PREFIX))
     if design == "relaycast" and kind == "burst":
         figures["sql"] = _sql_counts(ctx.db_url, run_id)
     tail = figures["tail_after_last_emit_s"]
@@ -376,7 +384,63 @@ def run_design(ctx: Context, stack: contextlib.ExitStack, design: str) -> dict[s
         if design == "baseline":
             _purge(ctx.redis.url, "baseline")
         worker.close()
+    if design == "relaycast":
+        out["unwatched"] = run_unwatched(ctx, stack)
     return out
+
+
+def run_unwatched(ctx: Context, stack: contextlib.ExitStack) -> dict[str, Any]:
+    """A run nobody watches, with occupancy gating on: how many provider messages its log
+    channel costs (counted at a proxy in front of soketi; the target is none)."""
+    from broadcasters.backends import RedisBackend
+    from broadcasters.occupancy import Occupancy
+    from broadcasters.state import SharedState
+    from workflows.store import LogStore
+
+    lines = 2_000 if ctx.plan.quick else 10_000
+    proxy = ForwardingProxy(ctx.soketi.url)
+    stack.callback(proxy.close)
+    env = {**ctx.env, "PUSHER_PORT": str(proxy.port), "RELAYCAST_OCCUPANCY": "webhooks",
+           "RELAYCAST_OCCUPANCY_RECONCILE_S": "1"}
+    worker = BenchWorker(env, queues="broadcast", concurrency=ctx.plan.concurrency,
+                         name="bench-unwatched", extra_args=["-B", "-s", str(ctx.workdir / "beat")])
+    stack.callback(worker.close)
+    ctx.progress.note(f"unwatched run: {lines:,} lines with occupancy gating (worker with beat)")
+    worker.start(timeout_s=90.0)
+    state = SharedState(RedisBackend.from_url(ctx.redis.url, STATE_PREFIX))
+    occupancy = Occupancy(state, reconcile_s=1)
+    deadline = time.monotonic() + 30
+    while not occupancy.known() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    run_id = f"bench-unwatched-{uuid.uuid4().hex[:6]}"
+    producer = Producer(["--design", "relaycast", "--run-id", run_id, "--lines", str(lines),
+                         "--rate", "0", "--warmup-run-id", f"{run_id}-warmup", "--warmup-lines",
+                         "0"], ctx.env, ctx.workdir, name="unwatched")
+    store = LogStore.from_url(ctx.db_url, migrate=False)
+    try:
+        producer.wait_ready(timeout_s=90.0)
+        producer.go()
+        producer.result(timeout_s=120.0)
+        deadline = time.monotonic() + 60
+        while (store.broadcast_counts([run_id]).get(("pending", None), 0)
+               or sum(store.broadcast_counts([run_id]).values()) < lines):
+            if time.monotonic() > deadline:
+                ctx.notes.append("unwatched run: lines still pending after 60 s")
+                break
+            time.sleep(0.2)
+        counts = store.broadcast_counts([run_id])
+    finally:
+        producer.close()
+        store.close()
+        state.close()
+        worker.close()
+    messages = len(proxy.published_to(f"private-logs-{run_id}", "log"))
+    ctx.progress.done("unwatched run", f"{messages} log events published for {lines:,} lines")
+    return {"lines": lines, "stored": sum(counts.values()),
+            "skipped": counts.get(("skipped", None), 0), "messages": messages,
+            "messages_per_1000_lines": messages / lines * 1000,
+            "admin_events": len(proxy.published_to("private-admin-events")),
+            "occupancy_known": occupancy.known()}
 
 
 def _purge(url: str, queue: str) -> None:
@@ -485,7 +549,7 @@ def execute(plan: Plan, args: argparse.Namespace, progress: Progress) -> dict[st
         python_path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
         env = project_env({
             "REDIS_URL": redis_server.url, "DATABASE_URL": db_url, **soketi.env(),
-            "RELAYCAST_STATE_PREFIX": "bench:",
+            "RELAYCAST_STATE_PREFIX": STATE_PREFIX,
             "RELAYCAST_FLUSH_INTERVAL_MS": str(plan.flush_interval_ms),
             "RELAYCAST_FLUSH_MAX_LINES": str(plan.flush_max_lines),
             "PYTHONPATH": python_path,

@@ -25,11 +25,12 @@ if str(REPO / "tests") not in sys.path:
 
 from support.pusher_ws import Subscriber  # noqa: E402
 from support.servers import RedisServer, Soketi, soketi_available  # noqa: E402
-from support.workers import CeleryWorker, project_env  # noqa: E402
+from support.workers import CeleryWorker, ForwardingProxy, project_env  # noqa: E402
 
 __all__ = [
-    "REPO", "BenchWorker", "ChannelLines", "Producer", "Progress", "RedisServer", "RssSampler",
-    "Soketi", "TimedSubscriber", "project_env", "soketi_available", "soketi_counters",
+    "REPO", "BenchWorker", "ChannelLines", "ForwardingProxy", "Producer", "Progress", "RedisServer",
+    "RssSampler", "Soketi", "TimedSubscriber", "gate_counters", "gate_figures", "project_env",
+    "soketi_available", "soketi_counters",
 ]
 
 
@@ -188,6 +189,41 @@ class RssSampler:
 
 
 # ---------------------------------------------------------------------------------- soketi
+
+def gate_counters(redis_url: str, prefix: str) -> dict[str, int]:
+    """The ordering gate's pipeline counters over the last hour (``gate_*`` fields)."""
+    from broadcasters.backends import RedisBackend
+    from broadcasters.state import SharedState
+
+    state = SharedState(RedisBackend.from_url(redis_url, prefix))
+    try:
+        return {k: v for k, v in state.pipeline_counts(60).items() if k.startswith("gate_")}
+    finally:
+        state.close()
+
+
+def gate_figures(before: dict[str, int], after: dict[str, int]) -> dict[str, Any] | None:
+    """What the gate did between two snapshots: batches, waits, wait percentiles (bucket
+    upper bounds, ms), timeouts."""
+    diff = {k: after.get(k, 0) - before.get(k, 0) for k in after}
+    batches = diff.get("gate_batches", 0)
+    if batches <= 0:
+        return None
+    buckets = sorted((int(k.rsplit("_", 1)[1]), n) for k, n in diff.items()
+                     if k.startswith("gate_wait_le_") and n > 0)
+
+    def percentile(fraction: float) -> float:
+        seen = 0
+        for bound, n in buckets:
+            seen += n
+            if seen >= fraction * batches:
+                return float(bound)
+        return float(buckets[-1][0]) if buckets else 0.0
+
+    return {"batches": batches, "wait_ms": diff.get("gate_wait_ms", 0),
+            "waited": batches - dict(buckets).get(0, 0), "timeouts": diff.get("gate_timeouts", 0),
+            "wait_p50_ms": percentile(0.5), "wait_p99_ms": percentile(0.99)}
+
 
 def soketi_counters(soketi: Soketi) -> dict[str, float] | None:
     """soketi's Prometheus counters: HTTP API calls received (successful ones: soketi counts

@@ -52,6 +52,9 @@ class StateBackend(Protocol):
     def hashes(self, keys: Sequence[str]) -> list[dict[str, str]]:
         """Every field of each hash (an empty dict for a missing key)."""
 
+    def get_fields(self, key: str, fields: Sequence[str]) -> list[str | None]:
+        """Some fields of one hash (None for each missing one)."""
+
     def set_fields(self, key: str, fields: Mapping[str, str], ttl_s: float) -> None:
         """Set hash fields and (re)set the key's TTL."""
 
@@ -148,6 +151,12 @@ class RedisBackend:
             pipe.hgetall(self._k(key))
         return [{_text(k): _text(v) for k, v in raw.items()} for raw in self._call(pipe.execute)]
 
+    def get_fields(self, key: str, fields: Sequence[str]) -> list[str | None]:
+        if not fields:
+            return []
+        values = self._call(lambda: self.client.hmget(self._k(key), list(fields)))
+        return [None if v is None else _text(v) for v in values]
+
     def set_fields(self, key: str, fields: Mapping[str, str], ttl_s: float) -> None:
         if not fields:
             return
@@ -240,6 +249,11 @@ class MemoryBackend:
     def hashes(self, keys: Sequence[str]) -> list[dict[str, str]]:
         with self._lock:
             return [{k: _text(v) for k, v in self._table(key).items()} for key in keys]
+
+    def get_fields(self, key: str, fields: Sequence[str]) -> list[str | None]:
+        with self._lock:
+            table = self._table(key)
+            return [None if f not in table else _text(table[f]) for f in fields]
 
     def set_fields(self, key: str, fields: Mapping[str, str], ttl_s: float) -> None:
         if not fields:

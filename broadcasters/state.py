@@ -372,12 +372,22 @@ class SharedState:
         return total
 
     def usage_today(self, name: str) -> dict[str, int]:
-        key = f"usage:{name}:{utc_day(self.clock())}"
-        tables: list[dict[str, str]] = self._open("read usage",
+        today = self.today(f"usage:{name}")
+        return {"messages": today.get("messages", 0), "requests": today.get("requests", 0)}
+
+    def count_today(self, name: str, **fields: int) -> None:
+        """Add to today's (UTC) counters ``name``; they expire after two days."""
+        key = f"{name}:{utc_day(self.clock())}"
+        values: dict[str, float] = {k: v for k, v in fields.items() if v}
+        if values:
+            self._open(f"record {name}", lambda: self.backend.add({key: values}, {key: USAGE_TTL_S}),
+                       None)
+
+    def today(self, name: str) -> dict[str, int]:
+        key = f"{name}:{utc_day(self.clock())}"
+        tables: list[dict[str, str]] = self._open(f"read {name}",
                                                   lambda: self.backend.hashes([key]), [{}])
-        table = tables[0]
-        return {"messages": int(float(table.get("messages", 0))),
-                "requests": int(float(table.get("requests", 0)))}
+        return {k: int(float(v)) for k, v in tables[0].items()}
 
     # Documents (the latest health report) -----------------------------------------------------
 

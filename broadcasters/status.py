@@ -69,6 +69,14 @@ class PipelineHealth(BaseModel):
     oldest_unbroadcast_age_s: float | None = None
     #: Batches published without their predecessor (the ordering gate's bound ran out).
     gate_timeouts_last_hour: int = 0
+    #: Occupancy gating: "off", "known" (skipping unwatched runs) or "unknown" (publishing
+    #: everything: not reconciled yet, reconciling failing, or Redis unreachable).
+    occupancy: str = "off"
+    watched_channels: int | None = None
+    #: Lines not published today because nobody watched their run, and the provider
+    #: messages (so the quota) that saved.
+    unwatched_lines_today: int = 0
+    unwatched_messages_today: int = 0
     errors: list[str] = Field(default_factory=list)
 
 
@@ -191,6 +199,9 @@ def build_report(settings: Settings, state: SharedState, pipeline: PipelineHealt
     if live and carrier is not None and not carrier.live:
         report.problems.append(f"traffic is on {carrier.name}, which no browser receives: "
                                f"viewers fall back to polling the history")
+    if pipeline.occupancy == "unknown":
+        report.warnings.append("occupancy unknown (not reconciled recently): publishing every "
+                               "run's lines")
     if pipeline.dead_lettered_interval:
         report.problems.append(f"{pipeline.dead_lettered_interval} batch(es) dead-lettered")
     if pipeline.lines_dropped_interval:
@@ -246,6 +257,10 @@ def render_table(report: HealthReport) -> str:
                  f"{p.lines_dropped_last_hour}/1h, dead-lettered {p.dead_lettered_last_hour}/1h")
     if report.active_broadcaster:
         lines.append(f"active broadcaster: {report.active_broadcaster}")
+    if p.occupancy != "off":
+        lines.append(f"occupancy: {p.occupancy}, {p.watched_channels or 0} run(s) watched; "
+                     f"today {p.unwatched_lines_today} unwatched line(s) not published, "
+                     f"{p.unwatched_messages_today} provider message(s) saved")
     for problem in report.problems:
         lines.append(f"problem: {problem}")
     for warning in report.warnings:

@@ -134,6 +134,15 @@ class Settings(BaseSettings):
         "INFO", validation_alias=_env("RELAYCAST_LOG_LEVEL")
     )
 
+    # Occupancy: publish only what someone watches -----------------------------------------
+    #: "webhooks": skip a run's lines while nobody is subscribed to its channel (known from
+    #: Pusher's signed channel_occupied / channel_vacated webhooks, reconciled against the
+    #: provider's API); "off" (default): publish everything.
+    occupancy: Literal["off", "webhooks"] = Field("off", validation_alias=_env("RELAYCAST_OCCUPANCY"))
+    #: How often beat asks the provider which channels are occupied.
+    occupancy_reconcile_s: float = Field(
+        60.0, gt=0, le=3600, validation_alias=_env("RELAYCAST_OCCUPANCY_RECONCILE_S"))
+
     # Socket.IO (a self-hosted, quota-free live transport, and the migration path) --------
     #: The message queue python-socketio's servers listen on (Redis, or AMQP through kombu).
     socketio_message_queue: str | None = Field(
@@ -162,6 +171,11 @@ class Settings(BaseSettings):
     browser_poll_interval_ms: int = Field(
         1000, ge=200, le=60_000, validation_alias=_env("RELAYCAST_BROWSER_POLL_INTERVAL_MS")
     )
+
+    @field_validator("occupancy", mode="before")
+    @classmethod
+    def _lower_occupancy(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -283,6 +297,9 @@ class Settings(BaseSettings):
             if name in PROVIDERS and not self.provider_configured(name):
                 raise ValueError(f"RELAYCAST_BROADCASTERS: {name} is listed but "
                                  f"{PROVIDER_NEEDS[name]} is not set")
+        if self.occupancy == "webhooks" and not (self.redis_url and self.provider_configured("pusher")):
+            raise ValueError("RELAYCAST_OCCUPANCY: webhooks needs Pusher (PUSHER_*) and REDIS_URL "
+                             "(the API records what the webhooks say; every worker reads it)")
         if self.mirror and not self.provider_configured(self.mirror):
             raise ValueError(f"RELAYCAST_MIRROR: {self.mirror} needs {PROVIDER_NEEDS[self.mirror]}")
         return self

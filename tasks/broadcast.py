@@ -7,6 +7,8 @@ line stands:
 
 * ``sent``: a live broadcaster delivered it;
 * ``logged``: only ``log`` took it (no browser received it live);
+* ``skipped``: nobody watched its run's channel (``RELAYCAST_OCCUPANCY=webhooks``), so it was
+  not published; the history has it for whoever opens the run later;
 * ``failed``: dead-lettered (retries ran out, or it can never be sent); ``relaycast
   replay`` sends these again;
 * ``pending``: still on its way (this task retries it).
@@ -115,18 +117,54 @@ def record_outcome(report: SendReport, *, logged: Sequence[tuple[Message, str]] 
         logger.exception("could not record broadcast state in SQL")
 
 
+def _watched(runs: list[RunLines]) -> tuple[list[RunLines], list[RunLines]]:
+    """(runs to publish, runs nobody watches): with occupancy gating, a run's lines are not
+    published while its channel is unoccupied; unknown occupancy publishes everything."""
+    occupancy = runtime.occupancy()
+    if occupancy is None or not runs:
+        return runs, []
+    watched = occupancy.watched([run["channel"] for run in runs])
+    if watched is None:
+        return runs, []
+    return ([run for run in runs if watched[run["channel"]]],
+            [run for run in runs if not watched[run["channel"]]])
+
+
+def _skip(runs: list[RunLines]) -> None:
+    """Lines nobody watches: mark them skipped, count them and the messages they would
+    have cost (packed for the first broadcaster, as they would have gone)."""
+    if not runs:
+        return
+    limit = runtime.manager().broadcasters[0].max_message_bytes
+    lines = sum(len(run["events"]) for run in runs)
+    messages = sum(len(item.pack(limit)) for item in run_items(runs) if isinstance(item, LogBatch))
+    try:
+        runtime.store().mark([(run["run_id"], run["events"][0]["seq"], run["events"][-1]["seq"])
+                              for run in runs], LineState.SKIPPED)
+    except Exception:
+        logger.exception("could not record skipped lines in SQL")
+    state = runtime.state()
+    state.count_pipeline(unwatched_lines=lines, unwatched_messages=messages)
+    state.count_today("unwatched", lines=lines, messages=messages)
+
+
 def _publish(batch: Batch, *, ordered: bool, live_only: bool, stats: GateStats) -> SendReport:
     manager = runtime.manager()
     admin = admin_items(batch["admin"])
     if not ordered or not batch["runs"]:
-        return manager.send(run_items(batch["runs"]) + admin, live_only=live_only)
+        runs, unwatched = _watched(batch["runs"])
+        _skip(unwatched)
+        return manager.send(run_items(runs) + admin, live_only=live_only)
     gate = runtime.gate()
     reports = []
-    for runs in gate.turns(batch["runs"], stats):
-        reports.append(manager.send(run_items(runs) + admin, live_only=live_only))
+    for turn in gate.turns(batch["runs"], stats):
+        runs, unwatched = _watched(turn)
+        _skip(unwatched)
+        if runs or admin:
+            reports.append(manager.send(run_items(runs) + admin, live_only=live_only))
         admin = []
-        gate.passed(runs)
-    return merge_reports(reports)
+        gate.passed(turn)
+    return merge_reports(reports) if reports else SendReport()
 
 
 def _count_gate(stats: GateStats, ordered: bool) -> None:

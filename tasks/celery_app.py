@@ -23,8 +23,9 @@ Choices, and why:
 * **A result backend only for chords.** Broadcast results are ignored (Flower shows task
   states from events, which workers send: ``worker_send_task_events``). A workflow run as a
   chord needs its shards' results for the callback: Redis when ``REDIS_URL`` is set (native
-  chord support, results expire after an hour), the process's memory for the in-process
-  demo, else the SQL database.
+  chord support, results expire after an hour; the broker's own Redis when it is one), the
+  process's memory for the in-process demo, else the SQL database. Only steps of a canvas
+  store results.
 * **Wiring.** Importing this module hands the emitter of every process its ``enqueue``
   (publish one broadcast task): the ``workflows`` package never imports Celery's app.
 """
@@ -34,6 +35,7 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Callable
+from typing import Any
 
 from celery import Celery
 from celery.signals import worker_process_init
@@ -53,7 +55,11 @@ RESULT_EXPIRES_S = 3600
 
 
 def result_backend(settings: Settings, broker: str) -> str:
-    """Where chord members' results go (see the module docstring)."""
+    """Where chord members' results go (see the module docstring): the broker's Redis (a
+    step's result is part of the work in flight), else REDIS_URL, else memory for the
+    in-process demo, else SQL."""
+    if broker.startswith(("redis://", "rediss://", "unix://")):
+        return broker
     if settings.redis_url:
         return settings.redis_url
     if broker.startswith("memory://"):
@@ -64,8 +70,8 @@ def result_backend(settings: Settings, broker: str) -> str:
 def create_app(settings: Settings) -> Celery:
     broker = settings.broker_url or "memory://localhost/"
     app = Celery("relaycast", broker=broker,
-                 include=["tasks.broadcast", "tasks.health", "tasks.sweep", "workflows.base",
-                          "workflows.examples"])
+                 include=["tasks.broadcast", "tasks.health", "tasks.sweep", "tasks.occupancy",
+                          "workflows.base", "workflows.examples"])
     transport_options: dict[str, object] = {"visibility_timeout": settings.visibility_timeout_s}
     if broker.startswith("memory://"):
         transport_options["polling_interval"] = 0.01
@@ -102,16 +108,23 @@ def create_app(settings: Settings) -> Celery:
         task_publish_retry_policy={"max_retries": 2, "interval_start": 0.1,
                                    "interval_step": 0.2, "interval_max": 0.3},
         worker_hijack_root_logger=True,
-        beat_schedule={"relaycast-health": {"task": "relaycast.health",
-                                            "schedule": settings.health_interval_s,
-                                            "options": {"expires": settings.health_interval_s}},
-                       "relaycast-sweep": {"task": "relaycast.sweep",
-                                           "schedule": settings.sweep_interval_s,
-                                           "options": {"expires": settings.sweep_interval_s}}},
+        beat_schedule=beat_schedule(settings),
         timezone="UTC",
         enable_utc=True,
     )
     return app
+
+
+def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
+    """Beat's periodic tasks; each expires after its own interval, so a beat that could not
+    reach the workers for a while does not leave a pile of them behind."""
+    every = {"relaycast.health": settings.health_interval_s,
+             "relaycast.sweep": settings.sweep_interval_s}
+    if settings.occupancy == "webhooks":
+        every["relaycast.occupancy"] = settings.occupancy_reconcile_s
+    return {name.replace(".", "-"): {"task": name, "schedule": seconds,
+                                     "options": {"expires": seconds}}
+            for name, seconds in every.items()}
 
 
 def emitter_factory(settings: Settings) -> Callable[[], Emitter]:

@@ -12,6 +12,7 @@ import time
 from kombu import Connection
 from kombu.exceptions import ChannelError
 
+from broadcasters.occupancy import Occupancy
 from broadcasters.state import SharedState
 from broadcasters.status import (
     HealthReport,
@@ -51,6 +52,13 @@ def gather_pipeline(settings: Settings, state: SharedState) -> PipelineHealth:
         broadcast_lines_last_hour=hour.get("broadcast_lines", 0),
         gate_timeouts_last_hour=hour.get("gate_timeouts", 0),
     )
+    if settings.occupancy != "off":
+        occupancy = Occupancy(state, reconcile_s=settings.occupancy_reconcile_s)
+        pipeline.occupancy = "known" if occupancy.known() else "unknown"
+        pipeline.watched_channels = len(occupancy.occupied_channels())
+        unwatched = state.today("unwatched")
+        pipeline.unwatched_lines_today = unwatched.get("lines", 0)
+        pipeline.unwatched_messages_today = unwatched.get("messages", 0)
     if settings.broker_url and not settings.broker_url.startswith("memory://"):
         try:
             pipeline.broadcast_queue_depth = queue_depth(settings.broker_url)

@@ -13,6 +13,7 @@ import threading
 
 from broadcasters.factory import build_manager
 from broadcasters.manager import BroadcasterManager
+from broadcasters.occupancy import Occupancy
 from broadcasters.ordering import RunGate
 from broadcasters.state import SharedState
 from config import Settings, load_settings
@@ -62,6 +63,14 @@ def gate() -> RunGate:
         if _gate is None:
             _gate = RunGate(shared, wait_s=current.order_wait_ms / 1000.0)
         return _gate
+
+
+def occupancy() -> Occupancy | None:
+    """Who watches which run, when occupancy gating is on (``RELAYCAST_OCCUPANCY``)."""
+    current = settings()
+    if current.occupancy != "webhooks":
+        return None
+    return Occupancy(state(), reconcile_s=current.occupancy_reconcile_s)
 
 
 def store() -> LogStore:

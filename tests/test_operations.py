@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -160,3 +161,11 @@ def test_env_example_copied_to_env_is_a_valid_configuration(
     settings = load_settings()
     assert settings.pusher_app_id == "1"
     assert settings.admin_token is None, "no example token: each deployment makes its own"
+
+
+def test_compose_sends_soketis_occupancy_webhooks_to_the_api() -> None:
+    services = _compose()["services"]
+    [hook] = json.loads(services["soketi"]["environment"]["SOKETI_DEFAULT_APP_WEBHOOKS"])
+    assert hook["url"] == "http://api:8000/pusher/webhook"
+    assert set(hook["event_types"]) == {"channel_occupied", "channel_vacated"}
+    assert "8000:8000" in services["api"]["ports"]

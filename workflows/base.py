@@ -72,8 +72,6 @@ class InvalidParams(ValueError):
 class WorkflowTask(Task):  # type: ignore[misc]
     """Base class of workflow tasks: a run's first task (``@workflow``) and its steps."""
 
-    # Steps can be members of a chord, whose callback needs their results.
-    ignore_result = False
     workflow_name = "workflow"
     #: True for the task that begins a run; False for a step of a run's canvas.
     begins_run = True
@@ -184,6 +182,8 @@ def attach_run_all(tasks: Any, run_id: str) -> None:
 
 def _register(name: str, fn: Callable[..., Any], begins_run: bool, options: dict[str, Any]
               ) -> Any:
+    # Only steps keep their result: a chord's callback needs its members'.
+    options = {"ignore_result": begins_run, **options}
     return shared_task(name=f"workflows.{name}", base=WorkflowTask, workflow_name=name,
                        begins_run=begins_run, typing=False, **options)(fn)
 

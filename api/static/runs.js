@@ -322,6 +322,16 @@ function renderStatus(report) {
   pipeline.appendChild(el("span", "", `oldest unbroadcast ${p.oldest_unbroadcast_age_s === null || p.oldest_unbroadcast_age_s === undefined ? "–" : `${p.oldest_unbroadcast_age_s.toFixed(1)} s`}`));
   pipeline.appendChild(el("span", "", `dropped ${num(p.lines_dropped_last_hour || 0)} / 1 h`));
   pipeline.appendChild(el("span", "", `dead-lettered ${num(p.dead_lettered_last_hour || 0)} / 1 h`));
+  if (p.occupancy && p.occupancy !== "off") {
+    // Occupancy gating: lines of runs nobody watches are not published (history has them).
+    const occupancy = el("span", "occupancy", `occupancy ${p.occupancy}: ${num(p.watched_channels || 0)} watched · ` +
+      `today ${num(p.unwatched_lines_today || 0)} unwatched lines not published, ` +
+      `${num(p.unwatched_messages_today || 0)} messages of quota saved`);
+    occupancy.id = "occupancy";
+    occupancy.dataset.state = p.occupancy;
+    occupancy.dataset.savedToday = String(p.unwatched_messages_today || 0);
+    pipeline.appendChild(occupancy);
+  }
   for (const problem of report.problems || []) pipeline.appendChild(el("span", "problem", problem));
   for (const warning of report.warnings || []) pipeline.appendChild(el("span", "warning", warning));
 }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import random
 import signal
@@ -110,6 +111,8 @@ class ForwardingProxy:
         #: reach the server in another (as over any real network).
         self.jitter_s = jitter_s
         self.requests = 0
+        #: (monotonic time, channel, event name) of every event a forwarded batch carried.
+        self.published: list[tuple[float, str, str]] = []
         #: While True, every request is answered 503 (a load balancer before a dead server).
         self.down = False
         self._faults: list[tuple[int, str]] = []
@@ -135,6 +138,12 @@ class ForwardingProxy:
                         fault = (503, "Service unavailable (the test stopped the provider)")
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
+                if fault is None and self.path.split("?")[0].endswith("/batch_events"):
+                    now = time.monotonic()
+                    events = json.loads(body or b"{}").get("batch", [])
+                    with proxy._lock:
+                        proxy.published.extend((now, e.get("channel", ""), e.get("name", ""))
+                                               for e in events)
                 if fault is not None:
                     self._answer(fault[0], "text/plain", fault[1].encode())
                     return
@@ -160,6 +169,12 @@ class ForwardingProxy:
         self.port = self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()
+
+    def published_to(self, channel: str, event: str | None = None) -> list[float]:
+        """When events were forwarded to ``channel`` (of ``event``, if given)."""
+        with self._lock:
+            return [at for at, c, name in self.published
+                    if c == channel and (event is None or name == event)]
 
     def fail_next(self, status: int, body: str, times: int = 1) -> None:
         with self._lock:

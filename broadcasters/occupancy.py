@@ -1,0 +1,133 @@
+"""Occupancy: which runs' log channels someone is watching, shared by every worker.
+
+Pusher (and soketi) tell the server when a channel gains its first subscriber and loses its
+last (``channel_occupied`` / ``channel_vacated`` webhooks, signed with the app secret) and
+answer which channels are occupied (``GET /apps/{id}/channels?filter_by_prefix=``). With
+``RELAYCAST_OCCUPANCY=webhooks`` the broadcast path skips a run's lines while nobody
+watches its channel: they stay in SQL (state ``skipped``), and a late watcher's client
+loads them from the history. Admin channels are always published.
+
+* ``relaycast api`` records each webhook (``POST /pusher/webhook``) with :meth:`record`;
+  the newest event per channel wins (webhooks can arrive out of order: each carries the
+  provider's ``time_ms``).
+* Beat's reconciliation (:meth:`reconcile`, every ``RELAYCAST_OCCUPANCY_RECONCILE_S``)
+  replaces what webhooks said with what the provider's API says — webhooks can be lost
+  (soketi never retries one; the API may have been down) — keeping any webhook newer than
+  the question it asked.
+* :meth:`watched` is what a broadcast asks, once per batch (one round trip). It answers
+  None — *unknown*, so publish everything — until a reconciliation succeeded, once the
+  last one is older than three intervals (reconciling keeps failing), and whenever Redis
+  is unreachable. Unknown occupancy never costs a line.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Sequence
+
+from broadcasters.backends import StateUnavailable
+from broadcasters.state import SharedState
+
+logger = logging.getLogger(__name__)
+
+OCCUPANCY_KEY = "occupancy"
+RECONCILED_KEY = "occupancy:reconciled_at"
+OCCUPANCY_TTL_S = 86_400
+#: Reconciliations that may fail in a row before occupancy counts as unknown.
+STALE_AFTER_INTERVALS = 3
+
+
+def _entry(time_ms: int, occupied: bool) -> str:
+    return f"{time_ms}:{1 if occupied else 0}"
+
+
+def _parse(value: str | None) -> tuple[int, bool] | None:
+    if not value:
+        return None
+    stamp, _, flag = value.partition(":")
+    try:
+        return int(stamp), flag == "1"
+    except ValueError:
+        return None
+
+
+class Occupancy:
+    def __init__(self, state: SharedState, *, reconcile_s: float,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.state = state
+        self.reconcile_s = reconcile_s
+        self.clock = clock
+
+    @property
+    def known_for_s(self) -> float:
+        """How long a reconciliation keeps occupancy known."""
+        return STALE_AFTER_INTERVALS * self.reconcile_s
+
+    # Writing -------------------------------------------------------------------------------
+
+    def record(self, changes: Iterable[tuple[str, bool]], time_ms: int) -> list[str]:
+        """Apply webhook events (channel, occupied) stamped ``time_ms``; return the channels
+        whose state this changed (an event older than what is stored changes nothing).
+        Raises :class:`StateUnavailable` (the provider should send it again)."""
+        changes = list(changes)
+        if not changes:
+            return []
+        backend = self.state.backend
+        current = backend.get_fields(OCCUPANCY_KEY, [channel for channel, _ in changes])
+        updates = {}
+        for (channel, occupied), value in zip(changes, current, strict=True):
+            stored = _parse(value)
+            if stored is None or stored[0] <= time_ms:
+                updates[channel] = _entry(time_ms, occupied)
+        backend.set_fields(OCCUPANCY_KEY, updates, OCCUPANCY_TTL_S)
+        return list(updates)
+
+    def reconcile(self, occupied: Iterable[str], asked_at_ms: int) -> None:
+        """What the provider's API said at ``asked_at_ms`` replaces what webhooks said before
+        it; anything recorded after the question is kept. Raises :class:`StateUnavailable`."""
+        backend = self.state.backend
+        [current] = backend.hashes([OCCUPANCY_KEY])
+        merged = {channel: _entry(asked_at_ms, True) for channel in occupied}
+        for channel, value in current.items():
+            stored = _parse(value)
+            if stored is not None and stored[0] > asked_at_ms:
+                merged[channel] = value
+        backend.replace_fields(OCCUPANCY_KEY, merged, OCCUPANCY_TTL_S)
+        backend.set(RECONCILED_KEY, repr(self.clock()), OCCUPANCY_TTL_S)
+
+    # Reading -------------------------------------------------------------------------------
+
+    def known(self) -> bool:
+        try:
+            [raw] = self.state.backend.get_many([RECONCILED_KEY])
+        except StateUnavailable as exc:
+            self.state.note_unavailable("read occupancy", exc)
+            return False
+        return raw is not None and self.clock() - float(raw) <= self.known_for_s
+
+    def watched(self, channels: Sequence[str]) -> dict[str, bool] | None:
+        """Whether someone watches each channel; None when that is not known (publish)."""
+        if not channels:
+            return {}
+        try:
+            raw = self.state.backend.get_many([RECONCILED_KEY])[0]
+            if raw is None or self.clock() - float(raw) > self.known_for_s:
+                return None
+            values = self.state.backend.get_fields(OCCUPANCY_KEY, list(channels))
+        except StateUnavailable as exc:
+            self.state.note_unavailable("read occupancy", exc)
+            return None
+        out = {}
+        for channel, value in zip(channels, values, strict=True):
+            entry = _parse(value)
+            out[channel] = entry is not None and entry[1]
+        return out
+
+    def occupied_channels(self) -> list[str]:
+        try:
+            [table] = self.state.backend.hashes([OCCUPANCY_KEY])
+        except StateUnavailable as exc:
+            self.state.note_unavailable("read occupancy", exc)
+            return []
+        return sorted(c for c, v in table.items() if (entry := _parse(v)) is not None and entry[1])
