@@ -18,7 +18,7 @@ import os
 import sys
 import time
 from collections.abc import Sequence
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -113,6 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     db_sub = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
     db_sub.add_parser("upgrade", help="apply migrations up to the latest")
     db_sub.add_parser("current", help="print the schema revision")
+    _add_operations(sub)
     return parser
 
 
@@ -311,6 +312,58 @@ def cmd_db(settings: Settings, args: argparse.Namespace) -> int:
 
 COMMANDS = {"status": cmd_status, "enable": cmd_enable, "disable": cmd_disable,
             "demo": cmd_demo, "run": cmd_run, "logs": cmd_logs, "db": cmd_db, "api": cmd_api}
+
+
+# Operating the store: replay, runs, prune ------------------------------------------------------
+
+DAY_S = 86_400
+
+
+def _add_operations(sub: Any) -> None:
+    prune = sub.add_parser("prune", help="delete lines, ended runs and health reports older "
+                           "than a bound (what beat's relaycast.prune does)")
+    prune.add_argument("--older-than", dest="older_than_s", type=_duration, default=None,
+                       metavar="DURATION", help="e.g. 30d, 12h (default: RELAYCAST_RETENTION_DAYS)")
+    prune.add_argument("--dry-run", action="store_true", help="count what would be deleted")
+
+
+def _utc(epoch_ms: float) -> str:
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(epoch_ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def cmd_prune(settings: Settings, args: argparse.Namespace) -> int:
+    """Delete (or with ``--dry-run`` count) what is older than the bound, in short batches."""
+    from workflows.retention import prunable, prune
+    from workflows.store import store_for
+
+    older_than_s = args.older_than_s or settings.retention_days * DAY_S
+    if not older_than_s:
+        raise UsageError("RELAYCAST_RETENTION_DAYS=0 keeps everything: say what to delete with "
+                         "--older-than DURATION (e.g. 30d)")
+    before_ms = int((time.time() - older_than_s) * 1000)
+    store = store_for(settings.database_url_or_default)
+    bound = f"older than {format_duration_s(older_than_s)} (before {_utc(before_ms)})"
+    if args.dry_run:
+        counts = prunable(store, before_ms)
+        print(f"would delete, {bound}:")
+    else:
+        result = prune(store, before_ms)
+        counts = result.deleted
+        print(f"deleted, {bound}:")
+    for label, value in (("log lines", counts.lines), ("runs", counts.runs),
+                         ("run counters", counts.counters),
+                         ("health reports", counts.health_reports)):
+        print(f"  {label:<15}{value:>12,}")
+    if args.dry_run:
+        print("nothing was deleted (--dry-run)")
+    else:
+        print(f"in {result.seconds:.1f}s ({result.batches} batches)")
+    return 0
+
+
+COMMANDS.update({"prune": cmd_prune})
 
 
 def _bench(argv: list[str]) -> int:
