@@ -319,7 +319,34 @@ COMMANDS = {"status": cmd_status, "enable": cmd_enable, "disable": cmd_disable,
 DAY_S = 86_400
 
 
+#: Runs listed one by one in replay's output (the rest are summed up).
+SHOWN_RUNS = 20
+
+
+def _count(low: int, high: int, what: str) -> Any:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number of {what}: {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{value} {what} is out of range ({low}-{high:,})")
+        return value
+
+    return parse
+
+
 def _add_operations(sub: Any) -> None:
+    replay = sub.add_parser("replay", help="broadcast again the lines no browser got live "
+                            "(failed, taken only by log, or lost on the way)")
+    replay.add_argument("run_id", nargs="?", metavar="RUN_ID", help="the run whose lines to replay")
+    replay.add_argument("--failed", action="store_true", help="every run's lines instead of one run's")
+    replay.add_argument("--since", dest="since_s", type=_duration, default=None, metavar="DURATION",
+                        help="only lines stored in the last DURATION, e.g. 6h")
+    replay.add_argument("--limit", type=_count(1, 100_000, "lines"), default=None, metavar="N",
+                        help="lines per call (default 5,000); the same command again does the next")
+    replay.add_argument("--dry-run", action="store_true", help="count what would be replayed")
+
     prune = sub.add_parser("prune", help="delete lines, ended runs and health reports older "
                            "than a bound (what beat's relaycast.prune does)")
     prune.add_argument("--older-than", dest="older_than_s", type=_duration, default=None,
@@ -363,7 +390,80 @@ def cmd_prune(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS.update({"prune": cmd_prune})
+def _states(counts: Any) -> str:
+    return ", ".join(f"{state} {counts[state]:,}" for state in ("failed", "logged", "pending")
+                     if counts[state])
+
+
+def _in_flight(count: int) -> str:
+    from tasks.replay import CLAIM_S
+
+    return (f"; {count:,} line(s) sent again in the last {format_duration_s(CLAIM_S)} are still "
+            "in flight (skipped until their outcome is recorded)" if count else "")
+
+
+def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
+    """Broadcast again what no browser received live; see :mod:`tasks.replay`."""
+    if args.run_id is None and not args.failed:
+        raise UsageError("name a RUN_ID, or --failed for every run's lines")
+    if args.run_id is not None and args.failed:
+        raise UsageError("give a RUN_ID or --failed, not both")
+    if args.run_id is not None:
+        Channels(settings.channel_prefix).validate_run_id(args.run_id)
+    if not args.dry_run and not settings.broker_url:
+        raise UsageError("replay needs the broker the workers use: set CELERY_BROKER_URL or "
+                         "REDIS_URL")
+    from tasks import replay
+    from workflows.store import store_for
+
+    now_ms = int(time.time() * 1000)
+    since_ms = now_ms - int(args.since_s * 1000) if args.since_s else None
+    scope = replay.ReplayScope(run_id=args.run_id, since_ms=since_ms)
+    what = f"run {args.run_id}" if args.run_id else "every run"
+    if args.since_s:
+        what += f", lines of the last {format_duration_s(args.since_s)}"
+    limit = args.limit or replay.MAX_LINES_PER_REPLAY
+    store = store_for(settings.database_url_or_default)
+    if args.dry_run:
+        counts = replay.count(store, settings, scope, now_ms)
+        if not counts.lines:
+            print(f"nothing to replay ({what}){_in_flight(counts.in_flight)}")
+            return 0
+        print(f"would replay {counts.lines:,} line(s) of {len(counts.by_run):,} run(s) ({what}): "
+              f"{_states(counts.by_state)}{_in_flight(counts.in_flight)}")
+        for run_id, n in sorted(counts.by_run.items())[:SHOWN_RUNS]:
+            print(f"  {run_id}  {n:,} line(s)")
+        if len(counts.by_run) > SHOWN_RUNS:
+            print(f"  … and {len(counts.by_run) - SHOWN_RUNS:,} more run(s)")
+        if counts.lines > limit:
+            print(f"a call replays at most {limit:,} lines: {-(-counts.lines // limit)} calls")
+        print("nothing was enqueued (--dry-run)")
+        return 0
+    try:
+        result = replay.replay(store, settings, scope, now_ms, limit=limit)
+    except replay.ReplayEnqueueFailed as exc:
+        raise Unreachable(f"broker unreachable at CELERY_BROKER_URL/REDIS_URL ({exc}): "
+                          f"{exc.enqueued:,} line(s) were enqueued, {exc.released:,} were not "
+                          "(run the same command again)") from None
+    enqueued = result.enqueued
+    if not enqueued.lines:
+        in_flight = replay.count(store, settings, scope, now_ms).in_flight
+        print(f"nothing to replay ({what}){_in_flight(in_flight)}")
+        return 0
+    print(f"enqueued {enqueued.lines:,} line(s) of {len(enqueued.by_run):,} run(s) in "
+          f"{result.batches} batch(es) ({what}): {_states(enqueued.by_state)}")
+    for run_id, spans in sorted(result.ranges.items())[:SHOWN_RUNS]:
+        seqs = ", ".join(f"{a}-{b}" if a != b else str(a) for a, b in spans)
+        print(f"  {run_id}  seqs {seqs}")
+    if len(result.ranges) > SHOWN_RUNS:
+        print(f"  … and {len(result.ranges) - SHOWN_RUNS:,} more run(s)")
+    if result.more:
+        print(f"stopped at {limit:,} lines (--limit); more are waiting: run the same command "
+              "again to continue")
+    return 0
+
+
+COMMANDS.update({"prune": cmd_prune, "replay": cmd_replay})
 
 
 def _bench(argv: list[str]) -> int:
