@@ -6,12 +6,13 @@ from __future__ import annotations
 import re
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 from sqlalchemy import delete
-from support.runs import run_env
+from support.runs import run_env, start_run
 from support.workers import CeleryBeat, CeleryWorker, relaycast_cli
 
 from workflows.models import LogLine, RunCounter, RunStatus
@@ -281,3 +282,49 @@ def test_beat_schedules_the_prune_unless_everything_is_kept() -> None:
     assert "relaycast-prune" not in beat_schedule(load_settings(RELAYCAST_RETENTION_DAYS="0"))
     assert {"relaycast-health", "relaycast-sweep"} <= set(
         beat_schedule(load_settings(RELAYCAST_RETENTION_DAYS="0")))
+
+
+@pytest.mark.timeout(180)
+def test_a_prune_while_a_workflow_logs_loses_none_of_its_lines(
+        broker: str, database_url: str, workers: list[CeleryWorker],
+        open_store: Callable[[str], LogStore]) -> None:
+    """30,000 old lines go while a workflow logs 3,000 lines on a run id that also has old
+    lines (a nightly job that reuses its id): its lines are all stored, numbered on."""
+    store = open_store(database_url)
+    old = int(time.time() * 1000) - 3 * DAY_MS
+    run_id = f"nightly-{uuid.uuid4().hex[:6]}"
+    old_runs = [f"old-{i}" for i in range(30)]
+    store.insert_lines([_row(r, seq, old + seq) for r in old_runs for seq in range(1, 1001)]
+                       + [_row(run_id, seq, old + seq) for seq in range(1, 201)])
+    for r in [*old_runs, run_id]:
+        store.start_run(r, "etl", {}, at_ms=old)
+        store.finish_run(r, RunStatus.SUCCEEDED, at_ms=old + 5000)
+    env = run_env(broker, database_url, RELAYCAST_BROADCASTERS="log")
+    worker = CeleryWorker(env, concurrency=2)
+    workers.append(worker)
+    worker.start()
+    start_run(env, "burst", run_id, lines=3000, delay_ms=3)
+    deadline = time.monotonic() + 60
+    while store.line_counts([run_id])[run_id][1] <= 300:  # the run is logging (seqs 201, ...)
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    highest_before = store.line_counts([run_id])[run_id][1]
+
+    pruned = relaycast_cli("prune", "--older-than", "1d", env=env)
+
+    highest_after = store.line_counts([run_id])[run_id][1]
+    run = store.run(run_id)
+    assert run is not None and run.status == RunStatus.RUNNING, "the prune ran while it logged"
+    assert pruned.returncode == 0, pruned.stderr
+    assert _figures(pruned.stdout) == {"log lines": 30_200, "runs": 30, "run counters": 30,
+                                       "health reports": 0}
+    assert highest_after > highest_before, "lines were stored during the prune"
+    deadline = time.monotonic() + 90
+    while (run := store.run(run_id)) is None or run.status == RunStatus.RUNNING:
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    assert run.status == RunStatus.SUCCEEDED
+    lines = store.lines(run_id)
+    assert [line.seq for line in lines] == list(range(201, 3201)), "none lost, numbered on"
+    assert [line.data["i"] for line in lines] == list(range(1, 3001))
+    assert all(store.lines(r) == [] and store.run(r) is None for r in old_runs)
