@@ -48,7 +48,7 @@ from workflows.emitter import Emitter
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["BROADCAST_QUEUE", "WORKFLOWS_QUEUE", "app", "beat_schedule", "create_app"]
+__all__ = ["BROADCAST_QUEUE", "WORKFLOWS_QUEUE", "app", "create_app", "retention_schedule"]
 
 RESULT_EXPIRES_S = 3600
 
@@ -103,27 +103,26 @@ def create_app(settings: Settings) -> Celery:
         task_publish_retry_policy={"max_retries": 2, "interval_start": 0.1,
                                    "interval_step": 0.2, "interval_max": 0.3},
         worker_hijack_root_logger=True,
-        beat_schedule=beat_schedule(settings),
+        beat_schedule={"relaycast-health": {"task": "relaycast.health",
+                                            "schedule": settings.health_interval_s,
+                                            "options": {"expires": settings.health_interval_s}},
+                       "relaycast-sweep": {"task": "relaycast.sweep",
+                                           "schedule": settings.sweep_interval_s,
+                                           "options": {"expires": settings.sweep_interval_s}},
+                       **retention_schedule(settings)},
         timezone="UTC",
         enable_utc=True,
     )
     return app
 
 
-def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
-    """What beat runs: the health report, the sweeper and, unless everything is kept
-    (``RELAYCAST_RETENTION_DAYS=0``), the retention task."""
-    schedule: dict[str, dict[str, Any]] = {
-        "relaycast-health": {"task": "relaycast.health", "schedule": settings.health_interval_s,
-                             "options": {"expires": settings.health_interval_s}},
-        "relaycast-sweep": {"task": "relaycast.sweep", "schedule": settings.sweep_interval_s,
-                            "options": {"expires": settings.sweep_interval_s}},
-    }
-    if settings.retention_days > 0:
-        schedule["relaycast-prune"] = {"task": "relaycast.prune",
-                                       "schedule": settings.prune_interval_s,
-                                       "options": {"expires": settings.prune_interval_s}}
-    return schedule
+def retention_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
+    """Beat's entry for the retention task, unless everything is kept
+    (``RELAYCAST_RETENTION_DAYS=0``)."""
+    if settings.retention_days == 0:
+        return {}
+    return {"relaycast-prune": {"task": "relaycast.prune", "schedule": settings.prune_interval_s,
+                                "options": {"expires": settings.prune_interval_s}}}
 
 
 def emitter_factory(settings: Settings) -> Callable[[], Emitter]:

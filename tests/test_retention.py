@@ -275,13 +275,14 @@ def test_beat_prunes_what_is_older_than_the_retention_days(
 
 def test_beat_schedules_the_prune_unless_everything_is_kept() -> None:
     from config import load_settings
-    from tasks.celery_app import beat_schedule
+    from tasks.celery_app import create_app
 
-    entry = beat_schedule(load_settings(RELAYCAST_PRUNE_INTERVAL_S="7200"))["relaycast-prune"]
-    assert entry == {"task": "relaycast.prune", "schedule": 7200.0, "options": {"expires": 7200.0}}
-    assert "relaycast-prune" not in beat_schedule(load_settings(RELAYCAST_RETENTION_DAYS="0"))
-    assert {"relaycast-health", "relaycast-sweep"} <= set(
-        beat_schedule(load_settings(RELAYCAST_RETENTION_DAYS="0")))
+    schedule = create_app(load_settings(RELAYCAST_PRUNE_INTERVAL_S="7200")).conf.beat_schedule
+    assert schedule["relaycast-prune"] == {"task": "relaycast.prune", "schedule": 7200.0,
+                                           "options": {"expires": 7200.0}}
+    assert {"relaycast-health", "relaycast-sweep"} <= set(schedule)
+    kept = create_app(load_settings(RELAYCAST_RETENTION_DAYS="0")).conf.beat_schedule
+    assert set(kept) == {"relaycast-health", "relaycast-sweep"}
 
 
 @pytest.mark.timeout(180)
