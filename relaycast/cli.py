@@ -1,12 +1,13 @@
 """The ``relaycast`` command line.
 
 Celery's own CLI stays the way to run processes (``celery -A tasks worker``, ``beat``,
-``flower``); this one is for people: inspecting and steering the broadcasters.
+``flower``); this one is for people: inspecting and steering the broadcasters, and
+operating the log store (``runs``, ``logs --follow``, ``replay``, ``prune``).
 
 Exit status: 0 done; 1 the command could not do what it was asked (``status``: degraded
-or stale; ``logs``: no such lines; a server it needs is unreachable: nothing was changed);
-2 the command or the configuration is wrong (one line says what). Every error is one line
-on stderr, never a traceback.
+or stale; ``logs``: no such lines; ``logs --follow``: the run failed; a server it needs is
+unreachable: nothing was changed); 2 the command or the configuration is wrong (one line
+says what); 130 interrupted (Ctrl-C). Every error is one line on stderr, never a traceback.
 """
 
 from __future__ import annotations
@@ -347,11 +348,9 @@ COMMANDS = {"status": cmd_status, "enable": cmd_enable, "disable": cmd_disable,
             "demo": cmd_demo, "run": cmd_run, "logs": cmd_logs, "db": cmd_db, "api": cmd_api}
 
 
-# Operating the store: replay, runs, prune ------------------------------------------------------
+# Operating the store: runs, logs --follow, replay, prune -----------------------------------------
 
 DAY_S = 86_400
-
-
 #: Runs listed one by one in replay's output (the rest are summed up).
 SHOWN_RUNS = 20
 
