@@ -104,7 +104,9 @@ class Context:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks", description=(__doc__ or "").splitlines()[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        epilog="Also: python -m benchmarks.prune (retention on PostgreSQL: a workflow's store "
+               "latency while 1,000,000 old lines are pruned; --help for its options).")
     parser.add_argument("--quick", action="store_true",
                         help="smaller run (≤ ~60 s): 5,000/500 burst lines, 8 s sustained, 4 s drain")
     parser.add_argument("--lines", type=int, default=None,

@@ -118,6 +118,12 @@ class Settings(BaseSettings):
     health_interval_s: float = Field(
         60.0, gt=0, le=86_400, validation_alias=_env("RELAYCAST_HEALTH_INTERVAL_S")
     )
+    #: Lines, ended runs and health reports older than this many days are deleted by the
+    #: ``relaycast.prune`` beat task; 0 keeps everything (the task does nothing).
+    retention_days: int = Field(30, ge=0, le=36_500, validation_alias=_env("RELAYCAST_RETENTION_DAYS"))
+    prune_interval_s: float = Field(
+        3600.0, ge=1, le=7 * 86_400, validation_alias=_env("RELAYCAST_PRUNE_INTERVAL_S")
+    )
     daily_quota: int = Field(200_000, ge=1, validation_alias=_env("RELAYCAST_DAILY_QUOTA"))
     state_prefix: str = Field("relaycast:", min_length=1, validation_alias=_env("RELAYCAST_STATE_PREFIX"))
     quota_disable: str = Field("midnight", validation_alias=_env("RELAYCAST_QUOTA_DISABLE"))

@@ -1,12 +1,13 @@
 """The ``relaycast`` command line.
 
 Celery's own CLI stays the way to run processes (``celery -A tasks worker``, ``beat``,
-``flower``); this one is for people: inspecting and steering the broadcasters.
+``flower``); this one is for people: inspecting and steering the broadcasters, and
+operating the log store (``runs``, ``logs --follow``, ``replay``, ``prune``).
 
 Exit status: 0 done; 1 the command could not do what it was asked (``status``: degraded
-or stale; ``logs``: no such lines; a server it needs is unreachable: nothing was changed);
-2 the command or the configuration is wrong (one line says what). Every error is one line
-on stderr, never a traceback.
+or stale; ``logs``: no such lines; ``logs --follow``: the run failed; a server it needs is
+unreachable: nothing was changed); 2 the command or the configuration is wrong (one line
+says what); 130 interrupted (Ctrl-C). Every error is one line on stderr, never a traceback.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import os
 import sys
 import time
 from collections.abc import Sequence
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -101,6 +102,12 @@ def build_parser() -> argparse.ArgumentParser:
     logs.add_argument("run_id", metavar="RUN_ID")
     logs.add_argument("--json", action="store_true", help="a JSON list of line objects")
     logs.add_argument("--after", type=_seq, default=0, metavar="SEQ", help="only lines after SEQ")
+    logs.add_argument("-f", "--follow", action="store_true",
+                      help="print lines as they are stored until the run ends (waits for a run "
+                      "not started yet); exit 0 when it succeeds, 1 when it fails; --json: one "
+                      "object per line")
+    logs.add_argument("--level", type=_level, default=None,
+                      help="only lines at LEVEL or above (debug, info, warning, error, critical)")
 
     api = sub.add_parser("api", help="serve the HTTP API (history, status, Pusher auth)")
     api.add_argument("--host", default=None, help="default 0.0.0.0 with a token, else 127.0.0.1")
@@ -119,7 +126,24 @@ def build_parser() -> argparse.ArgumentParser:
     db_sub = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
     db_sub.add_parser("upgrade", help="apply migrations up to the latest")
     db_sub.add_parser("current", help="print the schema revision")
+    _add_operations(sub)
     return parser
+
+
+def _level(text: str) -> str:
+    from workflows.cleaning import LEVELS
+
+    level = text.strip().lower()
+    if level not in LEVELS:
+        raise argparse.ArgumentTypeError(f"unknown level {text!r} (known: {', '.join(LEVELS)})")
+    return level
+
+
+def _at_or_above(level: str, threshold: str) -> bool:
+    from workflows.cleaning import LEVELS
+
+    rank = LEVELS.index(level) if level in LEVELS else LEVELS.index("info")
+    return rank >= LEVELS.index(threshold)
 
 
 def _seq(text: str) -> int:
@@ -247,26 +271,24 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_logs(settings: Settings, args: argparse.Namespace) -> int:
-    from datetime import UTC, datetime
-
     from workflows.store import store_for
 
     Channels(settings.channel_prefix).validate_run_id(args.run_id)
+    if args.follow:
+        return follow_logs(settings, args)
     lines = store_for(settings.database_url_or_default).lines(args.run_id, after_seq=args.after)
+    if args.level:
+        lines = [line for line in lines if _at_or_above(line.level, args.level)]
     if args.json:
-        print(json.dumps([{"seq": line.seq, "ts": line.ts, "level": line.level,
-                           "message": line.message, "data": line.data} for line in lines],
-                         ensure_ascii=False))
+        print(json.dumps([_line_object(line) for line in lines], ensure_ascii=False))
     if not lines:
-        print(f"no lines for run {args.run_id}" + (f" after seq {args.after}" if args.after else ""),
-              file=sys.stderr)
+        print(f"no lines for run {args.run_id}" + (f" after seq {args.after}" if args.after else "")
+              + (f" at level {args.level} or above" if args.level else ""), file=sys.stderr)
         return 1
     if args.json:
         return 0
     for line in lines:
-        when = datetime.fromtimestamp(line.ts / 1000, UTC).strftime("%H:%M:%S.%f")[:-3]
-        data = f"  {json.dumps(line.data, ensure_ascii=False)}" if line.data else ""
-        print(f"{line.seq:>6} {when} {line.level.upper():<7} {line.message}{data}")
+        print(_line_text(line))
     return 0
 
 
@@ -280,6 +302,19 @@ def _listen_host(settings: Settings, host: str | None, what: str) -> str:
               "no authentication", file=sys.stderr, flush=True)
         return host or "127.0.0.1"
     return host or "0.0.0.0"  # noqa: S104 - token-protected
+
+
+def _line_object(line: Any) -> dict[str, Any]:
+    return {"seq": line.seq, "ts": line.ts, "level": line.level, "message": line.message,
+            "data": line.data}
+
+
+def _line_text(line: Any) -> str:
+    from datetime import UTC, datetime
+
+    when = datetime.fromtimestamp(line.ts / 1000, UTC).strftime("%H:%M:%S.%f")[:-3]
+    data = f"  {json.dumps(line.data, ensure_ascii=False)}" if line.data else ""
+    return f"{line.seq:>6} {when} {line.level.upper():<7} {line.message}{data}"
 
 
 def cmd_api(settings: Settings, args: argparse.Namespace) -> int:
@@ -337,6 +372,259 @@ def cmd_db(settings: Settings, args: argparse.Namespace) -> int:
 COMMANDS = {"status": cmd_status, "enable": cmd_enable, "disable": cmd_disable,
             "demo": cmd_demo, "run": cmd_run, "logs": cmd_logs, "db": cmd_db, "api": cmd_api,
             "socketio": cmd_socketio}
+
+
+# Operating the store: runs, logs --follow, replay, prune -----------------------------------------
+
+DAY_S = 86_400
+#: Runs listed one by one in replay's output (the rest are summed up).
+SHOWN_RUNS = 20
+
+
+def _count(low: int, high: int, what: str) -> Any:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number of {what}: {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{value} {what} is out of range ({low}-{high:,})")
+        return value
+
+    return parse
+
+
+def _add_operations(sub: Any) -> None:
+    from workflows.models import RunStatus
+
+    runs = sub.add_parser("runs", help="recent runs: workflow, run id, status, started, "
+                          "duration, lines")
+    runs.add_argument("--status", choices=[status.value for status in RunStatus], default=None)
+    runs.add_argument("--limit", type=_count(1, 10_000, "runs"), default=20, metavar="N",
+                      help="the N most recently started (default 20)")
+    runs.add_argument("--json", action="store_true", help="a JSON list of run objects")
+
+    replay = sub.add_parser("replay", help="broadcast again the lines no browser got live "
+                            "(failed, taken only by log, or lost on the way)")
+    replay.add_argument("run_id", nargs="?", metavar="RUN_ID", help="the run whose lines to replay")
+    replay.add_argument("--failed", action="store_true", help="every run's lines instead of one run's")
+    replay.add_argument("--since", dest="since_s", type=_duration, default=None, metavar="DURATION",
+                        help="only lines stored in the last DURATION, e.g. 6h")
+    replay.add_argument("--limit", type=_count(1, 100_000, "lines"), default=None, metavar="N",
+                        help="lines per call (default 5,000); the same command again does the next")
+    replay.add_argument("--dry-run", action="store_true", help="count what would be replayed")
+
+    prune = sub.add_parser("prune", help="delete lines, ended runs and health reports older "
+                           "than a bound (what beat's relaycast.prune does)")
+    prune.add_argument("--older-than", dest="older_than_s", type=_duration, default=None,
+                       metavar="DURATION", help="e.g. 30d, 12h (default: RELAYCAST_RETENTION_DAYS)")
+    prune.add_argument("--dry-run", action="store_true", help="count what would be deleted")
+
+
+def _utc(epoch_ms: float) -> str:
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(epoch_ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def cmd_prune(settings: Settings, args: argparse.Namespace) -> int:
+    """Delete (or with ``--dry-run`` count) what is older than the bound, in short batches."""
+    from workflows.retention import prunable, prune
+    from workflows.store import store_for
+
+    older_than_s = args.older_than_s or settings.retention_days * DAY_S
+    if not older_than_s:
+        raise UsageError("RELAYCAST_RETENTION_DAYS=0 keeps everything: say what to delete with "
+                         "--older-than DURATION (e.g. 30d)")
+    before_ms = int((time.time() - older_than_s) * 1000)
+    store = store_for(settings.database_url_or_default)
+    bound = f"older than {format_duration_s(older_than_s)} (before {_utc(before_ms)})"
+    if args.dry_run:
+        counts = prunable(store, before_ms)
+        print(f"would delete, {bound}:")
+    else:
+        result = prune(store, before_ms)
+        counts = result.deleted
+        print(f"deleted, {bound}:")
+    for label, value in (("log lines", counts.lines), ("runs", counts.runs),
+                         ("run counters", counts.counters),
+                         ("health reports", counts.health_reports)):
+        print(f"  {label:<15}{value:>12,}")
+    if args.dry_run:
+        print("nothing was deleted (--dry-run)")
+    else:
+        print(f"in {result.seconds:.1f}s ({result.batches} batches)")
+    return 0
+
+
+def _states(counts: Any) -> str:
+    return ", ".join(f"{state} {counts[state]:,}" for state in ("failed", "logged", "pending")
+                     if counts[state])
+
+
+def _in_flight(count: int) -> str:
+    from tasks.replay import CLAIM_S
+
+    return (f"; {count:,} line(s) sent again in the last {format_duration_s(CLAIM_S)} are still "
+            "in flight (skipped until their outcome is recorded)" if count else "")
+
+
+def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
+    """Broadcast again what no browser received live; see :mod:`tasks.replay`."""
+    if args.run_id is None and not args.failed:
+        raise UsageError("name a RUN_ID, or --failed for every run's lines")
+    if args.run_id is not None and args.failed:
+        raise UsageError("give a RUN_ID or --failed, not both")
+    if args.run_id is not None:
+        Channels(settings.channel_prefix).validate_run_id(args.run_id)
+    if not args.dry_run and not settings.broker_url:
+        raise UsageError("replay needs the broker the workers use: set CELERY_BROKER_URL or "
+                         "REDIS_URL")
+    from tasks import replay
+    from workflows.store import store_for
+
+    now_ms = int(time.time() * 1000)
+    since_ms = now_ms - int(args.since_s * 1000) if args.since_s else None
+    scope = replay.ReplayScope(run_id=args.run_id, since_ms=since_ms)
+    what = f"run {args.run_id}" if args.run_id else "every run"
+    if args.since_s:
+        what += f", lines of the last {format_duration_s(args.since_s)}"
+    limit = args.limit or replay.MAX_LINES_PER_REPLAY
+    store = store_for(settings.database_url_or_default)
+    if args.dry_run:
+        counts = replay.count(store, settings, scope, now_ms)
+        if not counts.lines:
+            print(f"nothing to replay ({what}){_in_flight(counts.in_flight)}")
+            return 0
+        print(f"would replay {counts.lines:,} line(s) of {len(counts.by_run):,} run(s) ({what}): "
+              f"{_states(counts.by_state)}{_in_flight(counts.in_flight)}")
+        for run_id, n in sorted(counts.by_run.items())[:SHOWN_RUNS]:
+            print(f"  {run_id}  {n:,} line(s)")
+        if len(counts.by_run) > SHOWN_RUNS:
+            print(f"  … and {len(counts.by_run) - SHOWN_RUNS:,} more run(s)")
+        if counts.lines > limit:
+            print(f"a call replays at most {limit:,} lines: {-(-counts.lines // limit)} calls")
+        print("nothing was enqueued (--dry-run)")
+        return 0
+    try:
+        result = replay.replay(store, settings, scope, now_ms, limit=limit)
+    except replay.ReplayEnqueueFailed as exc:
+        raise Unreachable(f"broker unreachable at CELERY_BROKER_URL/REDIS_URL ({exc}): "
+                          f"{exc.enqueued:,} line(s) were enqueued, {exc.released:,} were not "
+                          "(run the same command again)") from None
+    enqueued = result.enqueued
+    if not enqueued.lines:
+        in_flight = replay.count(store, settings, scope, now_ms).in_flight
+        print(f"nothing to replay ({what}){_in_flight(in_flight)}")
+        return 0
+    print(f"enqueued {enqueued.lines:,} line(s) of {len(enqueued.by_run):,} run(s) in "
+          f"{result.batches} batch(es) ({what}): {_states(enqueued.by_state)}")
+    for run_id, spans in sorted(result.ranges.items())[:SHOWN_RUNS]:
+        seqs = ", ".join(f"{a}-{b}" if a != b else str(a) for a, b in spans)
+        print(f"  {run_id}  seqs {seqs}")
+    if len(result.ranges) > SHOWN_RUNS:
+        print(f"  … and {len(result.ranges) - SHOWN_RUNS:,} more run(s)")
+    if result.more:
+        print(f"stopped at {limit:,} lines (--limit); more are waiting: run the same command "
+              "again to continue")
+    return 0
+
+
+#: How often ``logs --follow`` reads SQL, and how many lines at most per read.
+FOLLOW_POLL_S = 0.2
+FOLLOW_PAGE_LINES = 5000
+
+
+def follow_logs(settings: Settings, args: argparse.Namespace) -> int:
+    """``relaycast logs RUN --follow``: print the run's lines as they are stored, then exit 0
+    when the run has succeeded, 1 when it has failed, 130 on Ctrl-C.
+
+    SQL is polled every :data:`FOLLOW_POLL_S` for lines after the last seq printed (a run's
+    seqs become visible in order: see :meth:`LogStore.append`). The run's status is read
+    before its lines: the workflow stores every line before it records the end, so a read
+    made after the end was seen and finding nothing new means every line was printed.
+    The first Ctrl-C stops between two reads; a second one (a read that hangs) at once.
+    """
+    import signal
+    import threading
+
+    from workflows.models import RunStatus
+    from workflows.store import store_for
+
+    store = store_for(settings.database_url_or_default)
+    stop = threading.Event()
+
+    def interrupted(_signum: int, _frame: Any) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+
+    previous = signal.signal(signal.SIGINT, interrupted)
+    try:
+        after, said_waiting = args.after, False
+        while not stop.is_set():
+            run = store.run(args.run_id)
+            lines = store.lines(args.run_id, after_seq=after, limit=FOLLOW_PAGE_LINES)
+            for line in lines:
+                if args.level is None or _at_or_above(line.level, args.level):
+                    print(json.dumps(_line_object(line), ensure_ascii=False) if args.json
+                          else _line_text(line))
+            if lines:
+                after = lines[-1].seq
+                sys.stdout.flush()
+                continue  # read again at once: more may be waiting
+            if run is not None and run.status != RunStatus.RUNNING:
+                return 0 if run.status == RunStatus.SUCCEEDED else 1
+            if run is None and after == args.after and not said_waiting:
+                print(f"relaycast: waiting for run {args.run_id} to start (Ctrl-C to stop)",
+                      file=sys.stderr, flush=True)
+                said_waiting = True
+            stop.wait(FOLLOW_POLL_S)
+        return 130
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _duration_text(seconds: float) -> str:
+    return f"{seconds:.1f}s" if seconds < 60 else format_duration_s(seconds)
+
+
+def cmd_runs(settings: Settings, args: argparse.Namespace) -> int:
+    """The most recently started runs, newest first."""
+    from workflows.models import RunStatus
+    from workflows.store import store_for
+
+    store = store_for(settings.database_url_or_default)
+    runs = store.recent_runs(limit=args.limit,
+                             status=RunStatus(args.status) if args.status else None)
+    counts = store.line_counts([run.run_id for run in runs])
+    now_ms = time.time() * 1000
+    rows: list[dict[str, Any]] = []
+    for run in runs:
+        end = run.finished_at if run.finished_at is not None else now_ms
+        rows.append({"run_id": run.run_id, "workflow": run.workflow, "status": run.status,
+                     "started_at": run.started_at, "finished_at": run.finished_at,
+                     "duration_s": round(max(0.0, end - run.started_at) / 1000, 3),
+                     "lines": counts.get(run.run_id, (0, 0))[0], "error": run.error})
+    if args.json:
+        print(json.dumps(rows, ensure_ascii=False))
+        return 0
+    if not rows:
+        print("no runs" + (f" with status {args.status}" if args.status else ""))
+        return 0
+    table = [("WORKFLOW", "RUN ID", "STATUS", "STARTED (UTC)", "DURATION", "LINES")]
+    for row in rows:
+        table.append((row["workflow"] or "-", row["run_id"], row["status"],
+                      _utc(row["started_at"]).removesuffix(" UTC"),
+                      _duration_text(row["duration_s"]), f"{row['lines']:,}"))
+    widths = [max(len(cells[i]) for cells in table) for i in range(len(table[0]))]
+    for cells in table:
+        left = "  ".join(cell.ljust(width) for cell, width in zip(cells[:-2], widths, strict=False))
+        print(f"{left}  {cells[-2].rjust(widths[-2])}  {cells[-1].rjust(widths[-1])}")
+    return 0
+
+
+COMMANDS.update({"prune": cmd_prune, "replay": cmd_replay, "runs": cmd_runs})
 
 
 def _bench(argv: list[str]) -> int:

@@ -49,7 +49,7 @@ from workflows.emitter import Emitter
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["BROADCAST_QUEUE", "WORKFLOWS_QUEUE", "app", "create_app"]
+__all__ = ["BROADCAST_QUEUE", "WORKFLOWS_QUEUE", "app", "beat_schedule", "create_app"]
 
 RESULT_EXPIRES_S = 3600
 
@@ -71,7 +71,7 @@ def create_app(settings: Settings) -> Celery:
     broker = settings.broker_url or "memory://localhost/"
     app = Celery("relaycast", broker=broker,
                  include=["tasks.broadcast", "tasks.health", "tasks.sweep", "tasks.occupancy",
-                          "workflows.base", "workflows.examples"])
+                          "tasks.prune", "workflows.base", "workflows.examples"])
     transport_options: dict[str, object] = {"visibility_timeout": settings.visibility_timeout_s}
     if broker.startswith("memory://"):
         transport_options["polling_interval"] = 0.01
@@ -117,11 +117,14 @@ def create_app(settings: Settings) -> Celery:
 
 def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
     """Beat's periodic tasks; each expires after its own interval, so a beat that could not
-    reach the workers for a while does not leave a pile of them behind."""
+    reach the workers for a while does not leave a pile of them behind. Retention runs unless
+    everything is kept (``RELAYCAST_RETENTION_DAYS=0``)."""
     every = {"relaycast.health": settings.health_interval_s,
              "relaycast.sweep": settings.sweep_interval_s}
     if settings.occupancy == "webhooks":
         every["relaycast.occupancy"] = settings.occupancy_reconcile_s
+    if settings.retention_days:
+        every["relaycast.prune"] = settings.prune_interval_s
     return {name.replace(".", "-"): {"task": name, "schedule": seconds,
                                      "options": {"expires": seconds}}
             for name, seconds in every.items()}

@@ -61,6 +61,10 @@ def test_environment_and_dotenv_are_read(monkeypatch: pytest.MonkeyPatch, tmp_pa
         ({"RELAYCAST_FLUSH_INTERVAL_MS": "0"}, "RELAYCAST_FLUSH_INTERVAL_MS"),
         ({"PUSHER_SSL": "maybe"}, "PUSHER_SSL"),
         ({"RELAYCAST_VISIBILITY_TIMEOUT_S": "30"}, "RELAYCAST_RETRY_BACKOFF_MAX_S"),
+        ({"RELAYCAST_RETENTION_DAYS": "-1"}, "RELAYCAST_RETENTION_DAYS"),
+        ({"RELAYCAST_RETENTION_DAYS": "a month"}, "RELAYCAST_RETENTION_DAYS"),
+        ({"RELAYCAST_RETENTION_DAYS": "1.5"}, "RELAYCAST_RETENTION_DAYS"),
+        ({"RELAYCAST_PRUNE_INTERVAL_S": "0"}, "RELAYCAST_PRUNE_INTERVAL_S"),
     ],
 )
 def test_a_bad_value_names_the_variable(env: dict[str, str], variable: str) -> None:
@@ -68,6 +72,13 @@ def test_a_bad_value_names_the_variable(env: dict[str, str], variable: str) -> N
         load_settings(**env)
     assert variable in str(caught.value)
     assert SECRET not in str(caught.value)
+
+
+def test_retention_keeps_30_days_by_default_and_0_keeps_everything() -> None:
+    assert load_settings().retention_days == 30
+    assert load_settings(RELAYCAST_RETENTION_DAYS="0").retention_days == 0
+    assert load_settings(RELAYCAST_RETENTION_DAYS="365").retention_days == 365
+    assert load_settings().prune_interval_s == 3600
 
 
 @pytest.mark.parametrize(("given", "stored"), [

@@ -45,6 +45,7 @@ class LogLine(Base):
     __table_args__ = (
         UniqueConstraint("run_id", "seq", name="uq_log_lines_run_seq"),
         Index("ix_log_lines_state_ts", "broadcast_state", "ts"),
+        Index("ix_log_lines_ts", "ts"),  # retention (workflows.retention)
     )
 
     id: Mapped[int] = mapped_column(_BigIntId, primary_key=True, autoincrement=True)
@@ -72,6 +73,7 @@ class RunCounter(Base):
 
 class Run(Base):
     __tablename__ = "runs"
+    __table_args__ = (Index("ix_runs_finished_at", "finished_at"),)  # retention
 
     run_id: Mapped[str] = mapped_column(String(MAX_RUN_ID_CHARS), primary_key=True)
     workflow: Mapped[str] = mapped_column(String(200))

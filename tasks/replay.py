@@ -1,0 +1,196 @@
+"""``relaycast replay``: broadcast again the stored lines no browser received live.
+
+What is replayed (SQL is the source of truth, so every line is there to send):
+
+* ``failed``: dead-lettered after its retries, or refused for good;
+* ``logged``: taken only by ``log`` (during an outage or a spent quota), still owed to a live
+  broadcaster — when one is configured (otherwise ``log`` is all there is, and it had them);
+* ``pending`` for longer than the sweeper's bound (``RELAYCAST_SWEEP_AFTER_S``): lost on
+  the way (a broker that lost a batch, beat not running).
+
+Lines go through the broadcast queue as any batch does (``ordered=False``: their
+predecessors are long gone), so flags, fallback, retries, dead-lettering and message ids
+apply; the broadcast task marks each one ``sent`` when a live broadcaster delivers it.
+``logged`` lines go in batches of their own with ``live_only`` (``log`` already has them).
+
+**Safe to run twice.** Lines are claimed before they are enqueued: one conditional UPDATE
+sets ``swept_at`` (the sweeper's "re-enqueued at") on lines not claimed in the last ten
+minutes, so a second replay (or the sweeper) skips lines in flight, and of two replays at
+once each line goes to one. The broadcast task clears the claim when it records the
+outcome: a line that ends ``sent`` is never selected again, one that fails again can be
+replayed at once. A claim whose batch vanished (a broker lost it) lapses after ten minutes.
+
+**Bounded.** At most ``limit`` lines per call (5,000 by default) in tasks of at most
+1,000 lines; the same command again continues with the next ones (those enqueued are
+claimed).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TypedDict
+
+from broadcasters.factory import is_live
+from broadcasters.wire import Batch, Channels, LineEvent, RunLines, new_batch
+from config import Settings
+from tasks.broadcast import enqueue_batch
+from tasks.sweep import RESWEEP_AFTER_S
+from workflows.models import LineState, LogLine
+from workflows.store import LogStore
+
+#: Lines one call enqueues at most.
+MAX_LINES_PER_REPLAY = 5000
+#: Lines per broadcast task.
+LINES_PER_TASK = 1000
+#: How long a claimed line is left alone (the sweeper's own interval between re-enqueues).
+CLAIM_S = RESWEEP_AFTER_S
+
+
+@dataclass(frozen=True)
+class ReplayScope:
+    """Which lines: one run's or every run's, stored since ``since_ms`` if given."""
+
+    run_id: str | None = None
+    since_ms: int | None = None
+
+
+@dataclass
+class ReplayCounts:
+    """Replayable lines, per state and run; ``in_flight``: claimed, outcome not recorded yet."""
+
+    by_state: Counter[str] = field(default_factory=Counter)
+    by_run: Counter[str] = field(default_factory=Counter)
+    in_flight: int = 0
+
+    @property
+    def lines(self) -> int:
+        return sum(self.by_state.values())
+
+
+@dataclass
+class ReplayResult:
+    enqueued: ReplayCounts
+    #: Seq ranges enqueued, per run.
+    ranges: dict[str, list[tuple[int, int]]]
+    batches: int
+    #: The limit was reached and more lines are waiting: run the same command again.
+    more: bool
+
+
+class ReplayEnqueueFailed(Exception):
+    """The broker refused a batch; the lines not enqueued were released."""
+
+    def __init__(self, enqueued: int, released: int, cause: BaseException) -> None:
+        super().__init__(f"{type(cause).__name__}: {cause}")
+        self.enqueued = enqueued
+        self.released = released
+
+
+class _Filters(TypedDict):
+    stale_before_ms: int
+    include_logged: bool
+    run_id: str | None
+    since_ms: int | None
+
+
+def _filters(settings: Settings, scope: ReplayScope, now_ms: int) -> _Filters:
+    return {"stale_before_ms": now_ms - int(settings.sweep_after_s * 1000),
+            "include_logged": any(is_live(name) for name in settings.broadcaster_order),
+            "run_id": scope.run_id, "since_ms": scope.since_ms}
+
+
+def count(store: LogStore, settings: Settings, scope: ReplayScope, now_ms: int) -> ReplayCounts:
+    """What a replay would take now (``--dry-run``), and what is in flight."""
+    counts = ReplayCounts()
+    rows = store.replay_counts(claimed_before_ms=now_ms - int(CLAIM_S * 1000),
+                               **_filters(settings, scope, now_ms))
+    for (run_id, state, in_flight), n in rows.items():
+        if in_flight:
+            counts.in_flight += n
+        else:
+            counts.by_state[state] += n
+            counts.by_run[run_id] += n
+    return counts
+
+
+def replay(store: LogStore, settings: Settings, scope: ReplayScope, now_ms: int, *,
+           limit: int = MAX_LINES_PER_REPLAY,
+           enqueue: Callable[[Batch], None] = enqueue_batch) -> ReplayResult:
+    """Claim up to ``limit`` replayable lines and enqueue them; see the module docstring."""
+    claimed_before_ms = now_ms - int(CLAIM_S * 1000)
+    candidates = store.replay_candidates(claimed_before_ms=claimed_before_ms, limit=limit + 1,
+                                         **_filters(settings, scope, now_ms))
+    more = len(candidates) > limit
+    candidates = candidates[:limit]
+    claimed = store.claim_for_replay([line.id for line in candidates], at_ms=now_ms,
+                                     claimed_before_ms=claimed_before_ms)
+    lines = [line for line in candidates if line.id in claimed]
+    channels = Channels(settings.channel_prefix)
+    plan = [(batch, ids) for live_only in (False, True)
+            for batch, ids in _batches([line for line in lines
+                                        if (line.broadcast_state == LineState.LOGGED) == live_only],
+                                       channels, live_only)]
+    enqueued = ReplayCounts()
+    ranges: dict[str, list[tuple[int, int]]] = {}
+    sent = 0
+    for done, (batch, ids) in enumerate(plan):
+        try:
+            enqueue(batch)
+        except Exception as exc:
+            left = [i for _, rest in plan[done:] for i in rest]
+            store.release_claims(left, at_ms=now_ms)
+            raise ReplayEnqueueFailed(sent, len(left), exc) from exc
+        sent += len(ids)
+        for run in batch["runs"]:
+            ranges.setdefault(run["run_id"], []).append(
+                (run["events"][0]["seq"], run["events"][-1]["seq"]))
+    for line in lines:
+        enqueued.by_state[line.broadcast_state] += 1
+        enqueued.by_run[line.run_id] += 1
+    for spans in ranges.values():
+        spans.sort()
+    return ReplayResult(enqueued=enqueued, ranges=ranges, batches=len(plan), more=more)
+
+
+def _batches(lines: Sequence[LogLine], channels: Channels, live_only: bool
+             ) -> list[tuple[Batch, list[int]]]:
+    """Batches of at most :data:`LINES_PER_TASK` lines, each run's lines cut where seqs
+    have a hole (a message never spans lines it does not carry)."""
+    by_run: dict[str, list[LogLine]] = {}
+    for line in lines:
+        by_run.setdefault(line.run_id, []).append(line)
+    pieces: list[tuple[str, list[LogLine]]] = []
+    for run_id, run_lines in by_run.items():
+        for line in run_lines:
+            if pieces and pieces[-1][0] == run_id and line.seq == pieces[-1][1][-1].seq + 1:
+                pieces[-1][1].append(line)
+            else:
+                pieces.append((run_id, [line]))
+    out: list[tuple[Batch, list[int]]] = []
+    runs: list[RunLines] = []
+    ids: list[int] = []
+    size = 0
+    for run_id, piece in pieces:
+        for start in range(0, len(piece), LINES_PER_TASK):
+            chunk = piece[start:start + LINES_PER_TASK]
+            if size + len(chunk) > LINES_PER_TASK and runs:
+                out.append((new_batch(runs, ordered=False, live_only=live_only), ids))
+                runs, ids, size = [], [], 0
+            runs.append({"run_id": run_id, "channel": channels.logs(run_id),
+                         "events": [_event(line) for line in chunk]})
+            ids.extend(line.id for line in chunk)
+            size += len(chunk)
+    if runs:
+        out.append((new_batch(runs, ordered=False, live_only=live_only), ids))
+    return out
+
+
+def _event(line: LogLine) -> LineEvent:
+    return {"seq": line.seq, "ts": line.ts, "level": line.level, "message": line.message,
+            "data": line.data}
+
+
+__all__ = ["MAX_LINES_PER_REPLAY", "ReplayCounts", "ReplayEnqueueFailed", "ReplayResult",
+           "ReplayScope", "count", "replay"]
