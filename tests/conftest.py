@@ -48,8 +48,11 @@ def redis_server() -> Iterator[RedisServer]:
 
 @pytest.fixture
 def redis_client(redis_server: RedisServer) -> Iterator[redis.Redis]:
-    """A client of the private redis; the private server is FLUSHALLed afterwards."""
+    """A client of the private redis (this session's own: everything in it was written by
+    tests), FLUSHALLed before and after."""
+    assert redis_server.port != 6379, "refusing to flush the system redis"
     client = redis.Redis.from_url(redis_server.url)
+    client.flushall()
     try:
         yield client
     finally:
@@ -350,3 +353,12 @@ def workers() -> Iterator[list[CeleryWorker]]:
     yield started
     for worker in started:
         worker.close()
+
+
+@pytest.fixture
+def closing() -> Iterator[list[Any]]:
+    """Things with close() (servers, workers, clients, contexts) closed at teardown, last first."""
+    items: list[Any] = []
+    yield items
+    for item in reversed(items):
+        item.close()

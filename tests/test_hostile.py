@@ -17,20 +17,21 @@ import requests
 from support.pusher_ws import Subscriber
 from support.runs import has_lines, run_env, seqs_received, start_run
 from support.servers import RedisServer, Soketi, free_port
-from support.workers import CeleryBeat, CeleryWorker, ForwardingProxy, project_env, relaycast_cli, run_python
+from support.workers import (
+    CeleryBeat,
+    CeleryWorker,
+    ForwardingProxy,
+    one_line_error,
+    project_env,
+    relaycast_cli,
+    run_python,
+)
 
 from workflows.models import LineState
 from workflows.store import LogStore
 
 SubscriberFactory = Callable[..., Subscriber]
 UNREACHABLE_REDIS = "redis://127.0.0.1:1/0"
-
-
-def _one_line(result: subprocess.CompletedProcess[str]) -> str:
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert "Traceback" not in result.stderr
-    return lines[0]
 
 
 # Wrong answers, now one line each ---------------------------------------------------------------
@@ -43,7 +44,7 @@ def test_changing_a_flag_with_redis_unreachable_fails_and_says_nothing_changed(
     result = relaycast_cli(*argv, env={"REDIS_URL": UNREACHABLE_REDIS})
     assert result.returncode == 1
     assert result.stdout == ""
-    line = _one_line(result)
+    line = one_line_error(result)
     assert "unreachable" in line and "nothing was changed" in line
 
 
@@ -60,14 +61,14 @@ def test_run_refuses_parameters_the_workflow_cannot_take(params: list[str], says
         argv += ["--param", param]
     result = relaycast_cli(*argv, env={"CELERY_BROKER_URL": UNREACHABLE_REDIS})
     assert result.returncode == 2, "refused where it is given, before anything is enqueued"
-    assert says in _one_line(result)
+    assert says in one_line_error(result)
 
 
 def test_run_with_the_broker_unreachable_says_the_run_was_not_enqueued() -> None:
     result = relaycast_cli("run", "agent", env={"CELERY_BROKER_URL": UNREACHABLE_REDIS},
                            timeout_s=60)
     assert result.returncode == 1
-    assert "the run was not enqueued" in _one_line(result)
+    assert "the run was not enqueued" in one_line_error(result)
 
 
 @pytest.mark.parametrize(("argv", "env", "says"), [
@@ -85,7 +86,7 @@ def test_every_mistake_is_one_line_naming_what_is_wrong(
         argv: list[str], env: dict[str, str], says: str) -> None:
     result = relaycast_cli(*argv, env=env)
     assert result.returncode in (1, 2)
-    line = _one_line(result)
+    line = one_line_error(result)
     assert says in line
     assert "Wraps a DB-API" not in line and "No module named" not in line
 
@@ -116,7 +117,7 @@ def test_the_api_will_not_start_with_an_empty_short_or_example_token(token: str)
     result = relaycast_cli("api", "--port", str(free_port()), env={"RELAYCAST_ADMIN_TOKEN": token},
                            timeout_s=30)
     assert result.returncode == 2
-    assert "RELAYCAST_ADMIN_TOKEN" in _one_line(result)
+    assert "RELAYCAST_ADMIN_TOKEN" in one_line_error(result)
 
 
 @pytest.mark.parametrize("prefix", ["", "public-", "presence-"])
@@ -124,7 +125,7 @@ def test_a_prefix_that_would_make_channels_public_stops_every_process(prefix: st
     for argv in (["status"], ["api"]):
         result = relaycast_cli(*argv, env={"RELAYCAST_CHANNEL_PREFIX": prefix}, timeout_s=30)
         assert result.returncode == 2
-        assert "RELAYCAST_CHANNEL_PREFIX: must start with 'private-'" in _one_line(result)
+        assert "RELAYCAST_CHANNEL_PREFIX: must start with 'private-'" in one_line_error(result)
     worker = run_python("-m", "celery", "-A", "tasks", "report",
                         env={"RELAYCAST_CHANNEL_PREFIX": prefix})
     assert worker.returncode == 2 and "RELAYCAST_CHANNEL_PREFIX" in worker.stderr

@@ -45,6 +45,14 @@ def _wait_status(store: LogStore, run_id: str, status: str, timeout_s: float = 9
     raise AssertionError(f"run {run_id} is {run.status if run else 'unknown'}, not {status}")
 
 
+def _finished(store: LogStore, run_id: str, at_least: int) -> list[LogLine]:
+    """The lines of a run that succeeded, checked to be numbered 1..N without a gap."""
+    _wait_status(store, run_id, "succeeded")
+    lines = _wait_stored(store, run_id, at_least)
+    assert [line.seq for line in lines] == list(range(1, len(lines) + 1)), "seqs 1..N, no gap"
+    return lines
+
+
 def _by_writer(lines: list[LogLine], key: str) -> dict[Any, list[int]]:
     """Each writer's items, in the order of their seqs."""
     writers: dict[Any, list[int]] = {}
@@ -87,10 +95,7 @@ def test_three_processes_logging_to_one_run_at_once_store_every_line_once(
     broadcaster.start()
     run_id = f"together-{uuid.uuid4().hex[:6]}"
     start_run(env, "fanout", run_id, shards=3, lines=400, delay_ms=1)
-    store = open_store(database_url)
-    _wait_status(store, run_id, "succeeded")
-    lines = _wait_stored(store, run_id, 3 * 400 + 2)
-    assert [line.seq for line in lines] == list(range(1, len(lines) + 1)), "seqs 1..N, no gap"
+    lines = _finished(open_store(database_url), run_id, 3 * 400 + 2)
     shard_lines = [line for line in lines if "shard" in line.data]
     assert len(shard_lines) == 1200, "every line stored exactly once"
     writers = {line.data["pid"] for line in shard_lines}
@@ -114,10 +119,7 @@ def test_two_processes_taking_turns_over_six_steps_store_every_line_once(
     second.start()
     run_id = f"turns-{uuid.uuid4().hex[:6]}"
     start_run(env, "relay", run_id, legs=6, lines=25, queues="workflows,relay-b")
-    store = open_store(database_url)
-    _wait_status(store, run_id, "succeeded")
-    lines = _wait_stored(store, run_id, 6 * 25 + 1)
-    assert [line.seq for line in lines] == list(range(1, len(lines) + 1))
+    lines = _finished(open_store(database_url), run_id, 6 * 25 + 1)
     legs = [line for line in lines if "leg" in line.data]
     assert len(legs) == 150
     assert [line.data["leg"] for line in legs] == [n for n in range(1, 7) for _ in range(25)], (

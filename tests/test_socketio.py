@@ -7,18 +7,19 @@ as broker, shared state and Socket.IO message queue, real workers, soketi.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
 import pytest
 import socketio
 import websocket
+from support.api import SocketIOServer
 from support.fault_server import FaultServer
 from support.pusher_ws import Subscriber
 from support.runs import has_lines, run_env, seqs_received, start_run
 from support.servers import Soketi
-from support.socketio import SocketIOClient, SocketIOServer
+from support.socketio import SocketIOClient
 from support.workers import CeleryWorker
 
 from broadcasters.backends import MemoryBackend
@@ -29,14 +30,6 @@ from config import load_settings
 
 SubscriberFactory = Callable[..., Subscriber]
 TOKEN = "socketio-token-for-tests"
-
-
-@pytest.fixture
-def closing() -> Iterator[list[Any]]:
-    items: list[Any] = []
-    yield items
-    for item in reversed(items):
-        item.close()
 
 
 def _server(env: dict[str, str], closing: list[Any]) -> SocketIOServer:

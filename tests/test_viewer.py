@@ -22,9 +22,8 @@ from urllib.parse import urlsplit
 
 import pytest
 from conftest import require
-from support.api import ApiServer
+from support.api import ApiServer, SocketIOServer
 from support.servers import Soketi, free_port, soketi_available
-from support.socketio import SocketIOServer
 from support.workers import CeleryWorker, ForwardingProxy, relaycast_cli
 
 from workflows.models import RunStatus
@@ -113,15 +112,6 @@ class Stack:
 
     def store(self) -> LogStore:
         return LogStore.from_url(self.database_url)
-
-
-@pytest.fixture
-def closing() -> Iterator[list[Any]]:
-    """Things with close() (servers, workers, contexts, stores) closed at teardown, last first."""
-    items: list[Any] = []
-    yield items
-    for item in reversed(items):
-        item.close()
 
 
 @pytest.fixture

@@ -46,8 +46,16 @@ echo "chromium:     $(/usr/bin/chromium --version 2>/dev/null)"
 .venv/bin/ruff check .
 .venv/bin/mypy
 
+# Two pytest processes (most tests wait on servers and workers, not on the CPU); a file's
+# tests stay in one process, so its module fixtures (e.g. the browser) start once.
+# RELAYCAST_TEST_PROCESSES=0 runs everything in this process.
+processes=${RELAYCAST_TEST_PROCESSES:-2}
+parallel=()
+if [ "$processes" != "0" ]; then
+    parallel=(-n "$processes" --dist loadfile)
+fi
 status=0
-.venv/bin/python -m pytest "$@" || status=$?
+.venv/bin/python -m pytest "${parallel[@]}" "$@" || status=$?
 if [ "$status" -eq 5 ]; then
     echo "pytest collected no tests: treating as a failure" >&2
     exit 1

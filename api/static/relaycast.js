@@ -127,24 +127,25 @@ export function registerConnector(name, factory) {
   connectorFactories.set(name, factory);
 }
 
-let pusherScript = null;
+const scripts = new Map();
 
-function loadPusher(url) {
-  if (window.Pusher) return Promise.resolve(window.Pusher);
-  if (!pusherScript) {
-    pusherScript = new Promise((resolve, reject) => {
+/** Load a vendored browser build once; resolve with the global it defines (window[name]). */
+function loadScript(url, name) {
+  if (window[name]) return Promise.resolve(window[name]);
+  if (!scripts.has(name)) {
+    scripts.set(name, new Promise((resolve, reject) => {
       const script = document.createElement("script");
       script.src = url.href;
       script.async = true;
-      script.onload = () => (window.Pusher ? resolve(window.Pusher) : reject(new Error("no Pusher")));
+      script.onload = () => (window[name] ? resolve(window[name]) : reject(new Error(`no ${name}`)));
       script.onerror = () => {
-        pusherScript = null;
+        scripts.delete(name);
         reject(new Error(`could not load ${url.href}`));
       };
       document.head.appendChild(script);
-    });
+    }));
   }
-  return pusherScript;
+  return scripts.get(name);
 }
 
 /** pusher-js connection states → connector status. */
@@ -171,7 +172,7 @@ class PusherConnector {
     this.retries = 0;
     this.retryTimer = null;
     this.wasConnected = false;
-    this.ready = loadPusher(http.asset("vendor/pusher.min.js")).then(
+    this.ready = loadScript(http.asset("vendor/pusher.min.js"), "Pusher").then(
       (Pusher) => {
         if (this.closed) return;
         const p = config.pusher;
@@ -292,26 +293,6 @@ class PusherConnector {
 
 registerConnector("pusher", (config, http) => new PusherConnector(config, http));
 
-let socketIOScript = null;
-
-function loadSocketIO(url) {
-  if (window.io) return Promise.resolve(window.io);
-  if (!socketIOScript) {
-    socketIOScript = new Promise((resolve, reject) => {
-      const script = document.createElement("script");
-      script.src = url.href;
-      script.async = true;
-      script.onload = () => (window.io ? resolve(window.io) : reject(new Error("no io")));
-      script.onerror = () => {
-        socketIOScript = null;
-        reject(new Error(`could not load ${url.href}`));
-      };
-      document.head.appendChild(script);
-    });
-  }
-  return socketIOScript;
-}
-
 /**
  * Socket.IO (relaycast socketio): one socket per subscribed channel, so that every event a
  * socket receives belongs to its channel (Socket.IO events carry no channel name). A socket
@@ -331,7 +312,7 @@ class SocketIOConnector {
     const bearer = (http.headers.Authorization || http.headers.authorization || "").replace(/^Bearer\s+/i, "");
     this.auth = bearer ? { token: bearer } : {};
     this.io = null;
-    this.ready = loadSocketIO(http.asset("vendor/socket.io.min.js")).then(
+    this.ready = loadScript(http.asset("vendor/socket.io.min.js"), "io").then(
       (io) => {
         if (this.closed) return;
         this.io = io;

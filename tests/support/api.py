@@ -1,4 +1,5 @@
-"""``relaycast api`` as a subprocess (uvicorn), for tests that need the real HTTP server."""
+"""relaycast's own servers as subprocesses (uvicorn): ``relaycast api`` and ``relaycast
+socketio``, for tests that need the real HTTP server."""
 
 from __future__ import annotations
 
@@ -11,10 +12,11 @@ from support.servers import _ChildProcess, free_port
 from support.workers import project_env
 
 
-class ApiServer(_ChildProcess):
-    """``python -m relaycast api --port P`` with its own environment; waits until it answers."""
+class RelaycastServer(_ChildProcess):
+    """``python -m relaycast COMMAND --port P`` with its own environment; restartable on the
+    same port; waits until ``/healthz`` answers."""
 
-    _name = "api"
+    command = "api"
 
     def __init__(self, env: dict[str, str], *args: str, port: int | None = None) -> None:
         super().__init__()
@@ -27,18 +29,29 @@ class ApiServer(_ChildProcess):
         if self.is_running():
             return
         workdir = self._new_workdir()
-        self._spawn([sys.executable, "-m", "relaycast", "api", "--port", str(self.port), *self.args],
-                    workdir, env=self.env)
+        self._spawn([sys.executable, "-m", "relaycast", self.command, "--port", str(self.port),
+                     *self.args], workdir, env=self.env)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if not self.is_running():
-                raise self._fail(RuntimeError, "relaycast api exited during start-up")
+                raise self._fail(RuntimeError, f"relaycast {self.command} exited during start-up")
             try:
-                requests.get(self.url + "/ui/config", timeout=1)
-                return
+                if requests.get(self.url + "/healthz", timeout=1).status_code == 200:
+                    return
             except requests.ConnectionError:
-                time.sleep(0.1)
-        raise self._fail(TimeoutError, f"relaycast api did not answer within {timeout_s}s")
+                pass
+            time.sleep(0.1)
+        raise self._fail(TimeoutError, f"relaycast {self.command} did not answer within {timeout_s}s")
 
 
-__all__ = ["ApiServer"]
+class ApiServer(RelaycastServer):
+    _name = "api"
+    command = "api"
+
+
+class SocketIOServer(RelaycastServer):
+    _name = "socketio"
+    command = "socketio"
+
+
+__all__ = ["ApiServer", "RelaycastServer", "SocketIOServer"]

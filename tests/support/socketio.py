@@ -1,50 +1,13 @@
-"""``relaycast socketio`` as a subprocess, and a python-socketio client recording what it gets."""
+"""A python-socketio client recording what one channel of ``relaycast socketio`` gets."""
 
 from __future__ import annotations
 
-import sys
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
-import requests
 import socketio
-
-from support.servers import _ChildProcess, free_port
-from support.workers import project_env
-
-
-class SocketIOServer(_ChildProcess):
-    """``python -m relaycast socketio --port P`` with its own environment; restartable on the
-    same port; waits until it answers ``/healthz``."""
-
-    _name = "socketio"
-
-    def __init__(self, env: dict[str, str], *args: str, port: int | None = None) -> None:
-        super().__init__()
-        self.env = project_env(env)
-        self.args = args
-        self.port = port or free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-
-    def start(self, timeout_s: float = 30.0) -> None:
-        if self.is_running():
-            return
-        workdir = self._new_workdir()
-        self._spawn([sys.executable, "-m", "relaycast", "socketio", "--port", str(self.port),
-                     *self.args], workdir, env=self.env)
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if not self.is_running():
-                raise self._fail(RuntimeError, "relaycast socketio exited during start-up")
-            try:
-                if requests.get(self.url + "/healthz", timeout=1).status_code == 200:
-                    return
-            except requests.ConnectionError:
-                pass
-            time.sleep(0.1)
-        raise self._fail(TimeoutError, f"relaycast socketio did not answer within {timeout_s}s")
 
 
 class SocketIOClient:

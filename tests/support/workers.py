@@ -35,6 +35,14 @@ def run_python(*argv: str, env: dict[str, str], cwd: Path | None = None,
                           capture_output=True, text=True, timeout=timeout_s, check=False)
 
 
+def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
+    """The one line a failed command printed on stderr (no traceback), for a closer look."""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    return lines[0]
+
+
 def relaycast_cli(*args: str, env: dict[str, str], cwd: Path | None = None,
                   timeout_s: float = 60) -> subprocess.CompletedProcess[str]:
     """The ``relaycast`` command line in a subprocess."""
@@ -209,5 +217,5 @@ class CeleryBeat(_ChildProcess):
         raise self._fail(TimeoutError, f"celery beat not started within {timeout_s}s")
 
 
-__all__ = ["REPO_ROOT", "CeleryBeat", "CeleryWorker", "ForwardingProxy", "project_env",
-           "relaycast_cli", "run_python"]
+__all__ = ["REPO_ROOT", "CeleryBeat", "CeleryWorker", "ForwardingProxy", "one_line_error",
+           "project_env", "relaycast_cli", "run_python"]
