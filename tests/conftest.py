@@ -329,7 +329,7 @@ def late_database(database_url: str, tmp_path: Path) -> Iterator[LateDatabase]:
 
 # Processes and stores of end-to-end tests -----------------------------------------------------------
 
-from support.workers import CeleryWorker  # noqa: E402
+from support.workers import Started  # noqa: E402
 
 
 @pytest.fixture
@@ -347,12 +347,11 @@ def open_store() -> Iterator[Callable[[str], LogStore]]:
 
 
 @pytest.fixture
-def workers() -> Iterator[list[CeleryWorker]]:
-    """Processes (workers, beat) a test started; closed at teardown."""
-    started: list[CeleryWorker] = []
+def workers() -> Iterator[Started]:
+    """Processes (workers, beat) a test started (``workers.start(...)``); closed at teardown."""
+    started = Started()
     yield started
-    for worker in started:
-        worker.close()
+    started.close()
 
 
 @pytest.fixture

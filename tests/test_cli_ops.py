@@ -15,7 +15,7 @@ from typing import IO
 
 import pytest
 from support.runs import run_env, start_run
-from support.workers import CeleryWorker, one_line_error, project_env, relaycast_cli
+from support.workers import CeleryWorker, Started, one_line_error, project_env, relaycast_cli
 
 from workflows.models import RunStatus
 from workflows.store import LogStore
@@ -75,13 +75,12 @@ def _wait_all(followers: list[Follower], timeout_s: float) -> None:
 
 @pytest.mark.timeout(180)
 def test_logs_follow_started_before_a_run_prints_every_line_once_and_exits_with_its_end(
-    broker: str, database_url: str, workers: list[CeleryWorker],
+    broker: str, database_url: str, workers: Started,
     open_store: Callable[[str], LogStore], tmp_path: Path,
 ) -> None:
     env = run_env(broker, database_url, RELAYCAST_BROADCASTERS="log")
     worker = CeleryWorker(env, concurrency=2)
-    workers.append(worker)
-    worker.start()
+    workers.start(worker)
     store = open_store(database_url)  # the schema exists before the followers read it
     ok, bad = f"ok-{uuid.uuid4().hex[:6]}", f"bad-{uuid.uuid4().hex[:6]}"
     followers = [Follower(tmp_path, env, ok), Follower(tmp_path, env, bad),

@@ -21,6 +21,7 @@ from support.workers import (
     CeleryBeat,
     CeleryWorker,
     ForwardingProxy,
+    Started,
     one_line_error,
     project_env,
     relaycast_cli,
@@ -150,7 +151,7 @@ assert LogStream(a).flush(30), "stored and enqueued"
 @pytest.mark.timeout(180)
 def test_a_file_name_that_is_not_utf8_takes_no_line_with_it(
     broker: str, database_url: str, soketi: Soketi, subscriber_factory: SubscriberFactory,
-    workers: list[CeleryWorker], open_store: Callable[[str], LogStore],
+    workers: Started, open_store: Callable[[str], LogStore],
 ) -> None:
     env = run_env(broker, database_url, **soketi.env(), RELAYCAST_SWEEP_INTERVAL_S="0.5",
                   RELAYCAST_SWEEP_AFTER_S="1", RELAYCAST_ADMIN_TOKEN="t" * 24)
@@ -159,9 +160,7 @@ def test_a_file_name_that_is_not_utf8_takes_no_line_with_it(
     for run_id in runs:
         subscriber.subscribe(f"private-logs-{run_id}")
     worker, beat = CeleryWorker(env, queues="broadcast", concurrency=1), CeleryBeat(env)
-    workers.extend([worker, beat])  # type: ignore[list-item]
-    worker.start()
-    beat.start()
+    workers.start(worker, beat)
     emitted = run_python("-c", _EMIT_SCRIPT, *runs, env=env, timeout_s=60)
     assert emitted.returncode == 0, emitted.stderr
     for run_id, count in zip(runs, (1, 5, 5), strict=True):
@@ -216,7 +215,7 @@ def _status(env: dict[str, str]) -> int:
 @pytest.mark.timeout(240)
 def test_an_outage_under_the_default_order_is_made_good_when_the_provider_returns(
     redis_server: RedisServer, sqlite_url: str, restartable_soketi: Soketi,
-    workers: list[CeleryWorker], open_store: Callable[[str], LogStore],
+    workers: Started, open_store: Callable[[str], LogStore],
 ) -> None:
     """Pusher, then log (the default order): log takes what Pusher cannot, but the lines stay
     owed to Pusher and reach a subscriber once it is back."""
@@ -230,9 +229,7 @@ def test_an_outage_under_the_default_order_is_made_good_when_the_provider_return
         assert "RELAYCAST_BROADCASTERS" not in env, "the default order: pusher, then log"
         worker = CeleryWorker(env, concurrency=2)
         beat = CeleryBeat(env)
-        workers.extend([worker, beat])  # type: ignore[list-item]
-        worker.start()
-        beat.start()
+        workers.start(worker, beat)
         run_id = f"outage-{uuid.uuid4().hex[:6]}"
         channel = f"private-logs-{run_id}"
         before = Subscriber(soketi.host, soketi.port, soketi.key, soketi.secret)

@@ -22,7 +22,7 @@ from support.api import ApiServer
 from support.pusher_ws import Subscriber
 from support.runs import has_lines, run_env, seqs_received, start_run
 from support.servers import RedisServer, Soketi, SoketiFactory, free_port
-from support.workers import CeleryBeat, CeleryWorker, ForwardingProxy
+from support.workers import CeleryBeat, CeleryWorker, ForwardingProxy, Started
 
 from broadcasters.backends import MemoryBackend, RedisBackend
 from broadcasters.occupancy import Occupancy
@@ -104,7 +104,7 @@ def _webhooks_to(port: int) -> dict[str, str]:
 
 @pytest.fixture
 def gated(broker: str, sqlite_url: str, soketi_factory: SoketiFactory,
-          workers: list[CeleryWorker]) -> Iterator[Callable[..., Gated]]:
+          workers: Started) -> Iterator[Callable[..., Gated]]:
     """``gated(api=True, state_url=None)``: soketi with webhooks to a relaycast api, workers
     publishing through a counting proxy, beat reconciling every 2 s."""
     made: list[Any] = []
@@ -124,9 +124,7 @@ def gated(broker: str, sqlite_url: str, soketi_factory: SoketiFactory,
         if api:
             server.start()
         worker, beat = CeleryWorker(env, concurrency=2), CeleryBeat(env)
-        workers.extend([worker, beat])  # type: ignore[list-item]
-        worker.start()
-        beat.start()
+        workers.start(worker, beat)
         time.sleep(RECONCILE_S + 0.5)  # the first reconciliation: occupancy is known
         return Gated(env, soketi, proxy, server, worker, beat)
 

@@ -13,7 +13,7 @@ from support.fault_server import FaultServer
 from support.pusher_ws import Subscriber
 from support.runs import run_env, seqs_received, start_run, subscribe, wait_for_lines
 from support.servers import RedisServer, Soketi
-from support.workers import CeleryBeat, CeleryWorker, ForwardingProxy, relaycast_cli
+from support.workers import CeleryBeat, CeleryWorker, ForwardingProxy, Started, relaycast_cli
 
 from broadcasters.backends import RedisBackend
 from broadcasters.state import SharedState
@@ -25,12 +25,11 @@ SubscriberFactory = Callable[..., Subscriber]
 
 def test_concurrent_runs_reach_subscribers_and_sql_in_full(
     broker: str, database_url: str, soketi: Soketi, subscriber_factory: SubscriberFactory,
-    workers: list[CeleryWorker], open_store: Callable[[str], LogStore],
+    workers: Started, open_store: Callable[[str], LogStore],
 ) -> None:
     env = run_env(broker, database_url, **soketi.env(), RELAYCAST_BROADCASTERS="pusher,log")
     worker = CeleryWorker(env, concurrency=2)
-    workers.append(worker)
-    worker.start()
+    workers.start(worker)
     runs = [f"burst-{i}-{uuid.uuid4().hex[:6]}" for i in range(3)]
     subscriber = subscriber_factory()
     subscribe(subscriber, *(f"private-logs-{r}" for r in runs))
@@ -67,7 +66,7 @@ def test_concurrent_runs_reach_subscribers_and_sql_in_full(
 
 
 def test_over_quota_with_two_workers_calls_the_provider_at_most_twice(
-    broker: str, database_url: str, fault_server: FaultServer, workers: list[CeleryWorker],
+    broker: str, database_url: str, fault_server: FaultServer, workers: Started,
     open_store: Callable[[str], LogStore],
 ) -> None:
     fault_server.respond(403, "Over quota")
@@ -75,8 +74,7 @@ def test_over_quota_with_two_workers_calls_the_provider_at_most_twice(
                **fault_server.env(), RELAYCAST_BROADCASTERS="pusher,log")
     for name in ("wa", "wb"):
         worker = CeleryWorker(env, concurrency=1, name=name)
-        workers.append(worker)
-        worker.start()
+        workers.start(worker)
     runs = [f"quota-{i}-{uuid.uuid4().hex[:6]}" for i in range(2)]
     for run_id in runs:
         start_run(env, "burst", run_id, lines=300, delay_ms=2)
@@ -93,12 +91,11 @@ def test_over_quota_with_two_workers_calls_the_provider_at_most_twice(
 
 def test_a_failing_workflow_keeps_its_lines_and_emits_failed(
     broker: str, sqlite_url: str, soketi: Soketi, subscriber_factory: SubscriberFactory,
-    workers: list[CeleryWorker], open_store: Callable[[str], LogStore],
+    workers: Started, open_store: Callable[[str], LogStore],
 ) -> None:
     env = run_env(broker, sqlite_url, **soketi.env())
     worker = CeleryWorker(env, concurrency=1)
-    workers.append(worker)
-    worker.start()
+    workers.start(worker)
     run_id = f"failing-{uuid.uuid4().hex[:6]}"
     subscriber = subscriber_factory()
     subscribe(subscriber, "private-admin-events", f"private-logs-{run_id}")
@@ -123,7 +120,7 @@ def test_a_failing_workflow_keeps_its_lines_and_emits_failed(
 
 def test_redis_stopped_for_5s_the_workflow_finishes_on_time_and_no_line_is_lost(
     sqlite_url: str, soketi: Soketi, subscriber_factory: SubscriberFactory,
-    workers: list[CeleryWorker], open_store: Callable[[str], LogStore],
+    workers: Started, open_store: Callable[[str], LogStore],
 ) -> None:
     with RedisServer(persistent=True) as own_redis:
         env = run_env(own_redis.url, sqlite_url, **soketi.env(),
@@ -131,9 +128,7 @@ def test_redis_stopped_for_5s_the_workflow_finishes_on_time_and_no_line_is_lost(
                    RELAYCAST_SWEEP_INTERVAL_S="1", RELAYCAST_SWEEP_AFTER_S="5")
         worker = CeleryWorker(env, concurrency=2)
         beat = CeleryBeat(env)  # the sweeper re-sends what the outage swallowed
-        workers.extend([worker, beat])  # type: ignore[list-item]
-        worker.start()
-        beat.start()
+        workers.start(worker, beat)
         run_id = f"outage-{uuid.uuid4().hex[:6]}"
         subscriber = subscriber_factory()
         subscribe(subscriber, f"private-logs-{run_id}")
@@ -173,7 +168,7 @@ def test_redis_stopped_for_5s_the_workflow_finishes_on_time_and_no_line_is_lost(
 
 def test_a_broadcast_worker_killed_mid_stream_loses_no_line(
     broker: str, sqlite_url: str, soketi: Soketi, subscriber_factory: SubscriberFactory,
-    workers: list[CeleryWorker], open_store: Callable[[str], LogStore],
+    workers: Started, open_store: Callable[[str], LogStore],
 ) -> None:
     proxy = ForwardingProxy(soketi.url, delay_s=0.3)
     try:
@@ -182,9 +177,7 @@ def test_a_broadcast_worker_killed_mid_stream_loses_no_line(
                    RELAYCAST_RETRY_BACKOFF_MAX_S="2")
         producer = CeleryWorker(env, queues="workflows", concurrency=1, name="producer")
         consumer = CeleryWorker(env, queues="broadcast", concurrency=1, name="consumer")
-        workers.extend([producer, consumer])
-        producer.start()
-        consumer.start()
+        workers.start(producer, consumer)
         run_id = f"crash-{uuid.uuid4().hex[:6]}"
         subscriber = subscriber_factory()
         subscribe(subscriber, f"private-logs-{run_id}")
@@ -222,7 +215,7 @@ def test_relaycast_run_without_a_broker_says_what_is_missing() -> None:
 
 
 def test_over_quota_every_worker_fails_over_to_ably_and_announces_it(
-    broker: str, sqlite_url: str, fault_server: FaultServer, workers: list[CeleryWorker],
+    broker: str, sqlite_url: str, fault_server: FaultServer, workers: Started,
     open_store: Callable[[str], LogStore],
 ) -> None:
     from support.ably_server import AblyServer
@@ -233,8 +226,7 @@ def test_over_quota_every_worker_fails_over_to_ably_and_announces_it(
                    RELAYCAST_BROADCASTERS="pusher,ably")
         for name in ("wa", "wb"):
             worker = CeleryWorker(env, concurrency=1, name=name)
-            workers.append(worker)
-            worker.start()
+            workers.start(worker)
         store = open_store(sqlite_url)
         before = f"before-{uuid.uuid4().hex[:6]}"
         start_run(env, "burst", before, lines=50)
@@ -270,7 +262,7 @@ def test_over_quota_every_worker_fails_over_to_ably_and_announces_it(
 
 def test_the_sweeper_rebroadcasts_lines_left_pending_once(
     broker: str, sqlite_url: str, soketi: Soketi, subscriber_factory: SubscriberFactory,
-    workers: list[CeleryWorker], open_store: Callable[[str], LogStore],
+    workers: Started, open_store: Callable[[str], LogStore],
 ) -> None:
     """Lines in SQL whose broadcast task vanished (say, with a broker that lost it)."""
     env = run_env(broker, sqlite_url, **soketi.env(), RELAYCAST_SWEEP_INTERVAL_S="0.5",
@@ -287,9 +279,7 @@ def test_the_sweeper_rebroadcasts_lines_left_pending_once(
     subscribe(subscriber, f"private-logs-{run_id}", f"private-logs-{fresh}")
     worker = CeleryWorker(env, queues="broadcast", concurrency=1)
     beat = CeleryBeat(env)
-    workers.extend([worker, beat])  # type: ignore[list-item]
-    worker.start()
-    beat.start()
+    workers.start(worker, beat)
     received = wait_for_lines(subscriber, f"private-logs-{run_id}", 30, timeout_s=30)
     assert sorted(received) == list(range(1, 31)), "every orphan line, once"
     deadline = time.monotonic() + 30

@@ -13,7 +13,7 @@ import pytest
 from support.pusher_ws import Subscriber
 from support.runs import has_lines, run_env, seqs_received, start_run
 from support.servers import Soketi
-from support.workers import CeleryWorker, ForwardingProxy, one_line_error, relaycast_cli
+from support.workers import CeleryWorker, ForwardingProxy, Started, one_line_error, relaycast_cli
 
 from broadcasters.wire import Batch
 from config import Settings, load_settings
@@ -214,7 +214,7 @@ def _wait_counts(store: LogStore, run_id: str, expected: dict[tuple[str, str | N
 @pytest.mark.timeout(180)
 def test_lines_dead_lettered_by_a_failing_provider_are_delivered_by_replay_once(
     broker: str, database_url: str, soketi: Soketi, subscriber_factory: SubscriberFactory,
-    workers: list[CeleryWorker], open_store: Callable[[str], LogStore],
+    workers: Started, open_store: Callable[[str], LogStore],
 ) -> None:
     proxy = ForwardingProxy(soketi.url)
     proxy.down = True  # every call answered 503
@@ -222,8 +222,7 @@ def test_lines_dead_lettered_by_a_failing_provider_are_delivered_by_replay_once(
         env = run_env(broker, database_url, **{**soketi.env(), "PUSHER_PORT": str(proxy.port)},
                       RELAYCAST_BROADCASTERS="pusher", RELAYCAST_BROADCAST_MAX_RETRIES="0")
         worker = CeleryWorker(env, concurrency=2)
-        workers.append(worker)
-        worker.start()
+        workers.start(worker)
         run_id = f"replayed-{uuid.uuid4().hex[:6]}"
         channel = f"private-logs-{run_id}"
         subscriber = subscriber_factory()

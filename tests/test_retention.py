@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from sqlalchemy import delete
 from support.runs import run_env, start_run
-from support.workers import CeleryBeat, CeleryWorker, one_line_error, relaycast_cli
+from support.workers import CeleryBeat, CeleryWorker, Started, one_line_error, relaycast_cli
 
 from workflows.models import LogLine, RunCounter, RunStatus
 from workflows.retention import PruneCounts, PruneOptions, prunable, prune
@@ -249,16 +249,14 @@ def test_relaycast_prune_refuses_a_bound_it_cannot_use_in_one_line(
 
 
 def test_beat_prunes_what_is_older_than_the_retention_days(
-        broker: str, sqlite_url: str, workers: list[CeleryWorker],
+        broker: str, sqlite_url: str, workers: Started,
         open_store: Callable[[str], LogStore]) -> None:
     store = open_store(sqlite_url)
     _seed_around_now(store, int(time.time() * 1000))
     env = run_env(broker, sqlite_url, RELAYCAST_BROADCASTERS="log", RELAYCAST_RETENTION_DAYS="1",
                   RELAYCAST_PRUNE_INTERVAL_S="1")
     worker, beat = CeleryWorker(env, concurrency=1), CeleryBeat(env)
-    workers.extend([worker, beat])  # type: ignore[list-item]
-    worker.start()
-    beat.start()
+    workers.start(worker, beat)
     deadline = time.monotonic() + 60
     while store.lines("two-days") and time.monotonic() < deadline:
         time.sleep(0.5)
@@ -285,7 +283,7 @@ def test_beat_schedules_the_prune_unless_everything_is_kept() -> None:
 
 @pytest.mark.timeout(180)
 def test_a_prune_while_a_workflow_logs_loses_none_of_its_lines(
-        broker: str, database_url: str, workers: list[CeleryWorker],
+        broker: str, database_url: str, workers: Started,
         open_store: Callable[[str], LogStore]) -> None:
     """30,000 old lines go while a workflow logs 3,000 lines on a run id that also has old
     lines (a nightly job that reuses its id): its lines are all stored, numbered on."""
@@ -300,8 +298,7 @@ def test_a_prune_while_a_workflow_logs_loses_none_of_its_lines(
         store.finish_run(r, RunStatus.SUCCEEDED, at_ms=old + 5000)
     env = run_env(broker, database_url, RELAYCAST_BROADCASTERS="log")
     worker = CeleryWorker(env, concurrency=2)
-    workers.append(worker)
-    worker.start()
+    workers.start(worker)
     start_run(env, "burst", run_id, lines=3000, delay_ms=3)
     deadline = time.monotonic() + 60
     while store.line_counts([run_id])[run_id][1] <= 300:  # the run is logging (seqs 201, ...)

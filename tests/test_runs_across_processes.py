@@ -17,7 +17,7 @@ import pytest
 from support.pusher_ws import Subscriber
 from support.runs import has_lines, lines_received, run_env, seqs_received, start_run, subscribe
 from support.servers import Soketi
-from support.workers import CeleryWorker, ForwardingProxy
+from support.workers import CeleryWorker, ForwardingProxy, Started
 
 from workflows.models import LogLine
 from workflows.store import LogStore
@@ -84,15 +84,13 @@ def _lifecycle(subscriber: Subscriber, run_id: str) -> dict[str, int]:
 
 
 def test_three_processes_logging_to_one_run_at_once_store_every_line_once(
-    broker: str, database_url: str, workers: list[CeleryWorker],
+    broker: str, database_url: str, workers: Started,
     open_store: Callable[[str], LogStore],
 ) -> None:
     env = run_env(broker, database_url)
     writers_worker = CeleryWorker(env, queues="workflows", concurrency=3, name="writers")
     broadcaster = CeleryWorker(env, queues="broadcast", concurrency=1, name="broadcaster")
-    workers.extend([writers_worker, broadcaster])
-    writers_worker.start()
-    broadcaster.start()
+    workers.start(writers_worker, broadcaster)
     run_id = f"together-{uuid.uuid4().hex[:6]}"
     start_run(env, "fanout", run_id, shards=3, lines=400, delay_ms=1)
     lines = _finished(open_store(database_url), run_id, 3 * 400 + 2)
@@ -108,15 +106,13 @@ def test_three_processes_logging_to_one_run_at_once_store_every_line_once(
 
 
 def test_two_processes_taking_turns_over_six_steps_store_every_line_once(
-    broker: str, database_url: str, workers: list[CeleryWorker],
+    broker: str, database_url: str, workers: Started,
     open_store: Callable[[str], LogStore],
 ) -> None:
     env = run_env(broker, database_url)
     first = CeleryWorker(env, queues="workflows,broadcast", concurrency=1, name="first")
     second = CeleryWorker(env, queues="relay-b", concurrency=1, name="second")
-    workers.extend([first, second])
-    first.start()
-    second.start()
+    workers.start(first, second)
     run_id = f"turns-{uuid.uuid4().hex[:6]}"
     start_run(env, "relay", run_id, legs=6, lines=25, queues="workflows,relay-b")
     lines = _finished(open_store(database_url), run_id, 6 * 25 + 1)
@@ -139,12 +135,11 @@ def admin_subscriber(subscriber_factory: SubscriberFactory) -> Subscriber:
 
 def test_a_fanout_of_eight_shards_is_one_run_started_and_finished_once(
     broker: str, sqlite_url: str, soketi: Soketi, admin_subscriber: Subscriber,
-    workers: list[CeleryWorker], open_store: Callable[[str], LogStore],
+    workers: Started, open_store: Callable[[str], LogStore],
 ) -> None:
     env = run_env(broker, sqlite_url, **soketi.env())
     worker = CeleryWorker(env, queues="workflows,broadcast", concurrency=4)
-    workers.append(worker)
-    worker.start()
+    workers.start(worker)
     run_id = f"fanout-{uuid.uuid4().hex[:6]}"
     channel = f"private-logs-{run_id}"
     admin_subscriber.subscribe(channel)
@@ -168,12 +163,11 @@ def test_a_fanout_of_eight_shards_is_one_run_started_and_finished_once(
 
 def test_a_shard_that_raises_fails_the_run_exactly_once(
     broker: str, sqlite_url: str, soketi: Soketi, admin_subscriber: Subscriber,
-    workers: list[CeleryWorker], open_store: Callable[[str], LogStore],
+    workers: Started, open_store: Callable[[str], LogStore],
 ) -> None:
     env = run_env(broker, sqlite_url, **soketi.env())
     worker = CeleryWorker(env, queues="workflows,broadcast", concurrency=4)
-    workers.append(worker)
-    worker.start()
+    workers.start(worker)
     run_id = f"fanout-fails-{uuid.uuid4().hex[:6]}"
     start_run(env, "fanout", run_id, shards=8, lines=20, fail_shard=3)
     store = open_store(sqlite_url)
@@ -191,7 +185,7 @@ def test_a_shard_that_raises_fails_the_run_exactly_once(
 
 def test_concurrent_runs_reach_a_plain_subscriber_in_strictly_increasing_order(
     broker: str, sqlite_url: str, soketi: Soketi, subscriber_factory: SubscriberFactory,
-    workers: list[CeleryWorker], request: pytest.FixtureRequest,
+    workers: Started, request: pytest.FixtureRequest,
 ) -> None:
     # Requests reach soketi after a random 0-40 ms, so two batches published at once by two
     # processes could arrive in either order: only the gate keeps a run's lines in order.
@@ -200,8 +194,7 @@ def test_concurrent_runs_reach_a_plain_subscriber_in_strictly_increasing_order(
     env = run_env(broker, sqlite_url, **{**soketi.env(), "PUSHER_PORT": str(proxy.port)},
                   RELAYCAST_BROADCASTERS="pusher,log", RELAYCAST_FLUSH_MAX_LINES="100")
     worker = CeleryWorker(env, queues="workflows,broadcast", concurrency=4)
-    workers.append(worker)
-    worker.start()
+    workers.start(worker)
     runs = [f"ordered-{i}-{uuid.uuid4().hex[:6]}" for i in range(3)]
     subscriber = subscriber_factory()
     subscribe(subscriber, *(f"private-logs-{r}" for r in runs))
@@ -219,7 +212,7 @@ def test_concurrent_runs_reach_a_plain_subscriber_in_strictly_increasing_order(
 @pytest.mark.timeout(180)
 def test_a_broadcast_worker_killed_mid_run_stalls_no_run_past_the_gates_bound(
     broker: str, sqlite_url: str, soketi: Soketi, subscriber_factory: SubscriberFactory,
-    workers: list[CeleryWorker],
+    workers: Started,
 ) -> None:
     bound_s = 1.0
     proxy = ForwardingProxy(soketi.url, delay_s=0.15)
@@ -231,9 +224,7 @@ def test_a_broadcast_worker_killed_mid_run_stalls_no_run_past_the_gates_bound(
         producer = CeleryWorker(env, queues="workflows", concurrency=1, name="producer")
         doomed = CeleryWorker(env, queues="broadcast", concurrency=2, name="doomed")
         survivor = CeleryWorker(env, queues="broadcast", concurrency=2, name="survivor")
-        workers.extend([producer, doomed, survivor])
-        for worker in (producer, doomed, survivor):
-            worker.start()
+        workers.start(producer, doomed, survivor)
         run_id = f"killed-{uuid.uuid4().hex[:6]}"
         channel = f"private-logs-{run_id}"
         subscriber = subscriber_factory()

@@ -20,7 +20,7 @@ from support.pusher_ws import Subscriber
 from support.runs import has_lines, run_env, seqs_received, start_run
 from support.servers import Soketi
 from support.socketio import SocketIOClient
-from support.workers import CeleryWorker
+from support.workers import CeleryWorker, Started
 
 from broadcasters.backends import MemoryBackend
 from broadcasters.base import Message
@@ -57,14 +57,13 @@ def _sio_env(broker: str, database_url: str, **extra: str) -> dict[str, str]:
 
 
 def test_a_run_through_socketio_reaches_a_subscribed_client_once_in_order(
-        broker: str, sqlite_url: str, workers: list[CeleryWorker], closing: list[Any]) -> None:
+        broker: str, sqlite_url: str, workers: Started, closing: list[Any]) -> None:
     env = _sio_env(broker, sqlite_url, RELAYCAST_BROADCASTERS="socketio")
     server = _server(env, closing)
     run_id = f"sio-{uuid.uuid4().hex[:6]}"
     client = _client(server, f"private-logs-{run_id}", closing)
     worker = CeleryWorker(env, concurrency=2)
-    workers.append(worker)
-    worker.start()
+    workers.start(worker)
     start_run(env, "burst", run_id, lines=1500, delay_ms=1)
     client.wait_for(lambda: len(set(client.seqs())) >= 1500)
     assert client.seqs() == list(range(1, 1501)), "every line once, in order"
@@ -106,7 +105,7 @@ def test_without_a_token_only_loopback_pages_may_connect(
 
 @pytest.mark.timeout(180)
 def test_over_quota_pusher_falls_back_to_socketio_for_every_worker(
-        broker: str, sqlite_url: str, fault_server: FaultServer, workers: list[CeleryWorker],
+        broker: str, sqlite_url: str, fault_server: FaultServer, workers: Started,
         closing: list[Any]) -> None:
     fault_server.respond(403, "Over quota")
     env = _sio_env(broker, sqlite_url, PUSHER_APP_ID="1", PUSHER_KEY="k", PUSHER_SECRET="s",
@@ -117,8 +116,7 @@ def test_over_quota_pusher_falls_back_to_socketio_for_every_worker(
     admin = _client(server, "private-admin-events", closing)
     for name in ("wa", "wb"):
         worker = CeleryWorker(env, concurrency=1, name=name)
-        workers.append(worker)
-        worker.start()
+        workers.start(worker)
     for run_id in runs:
         start_run(env, "burst", run_id, lines=400, delay_ms=2)
     for client in clients:
@@ -134,7 +132,7 @@ def test_over_quota_pusher_falls_back_to_socketio_for_every_worker(
 @pytest.mark.timeout(180)
 def test_mirror_mode_serves_pusher_and_socketio_front_ends_at_once(
         broker: str, sqlite_url: str, soketi: Soketi, subscriber_factory: SubscriberFactory,
-        workers: list[CeleryWorker], closing: list[Any]) -> None:
+        workers: Started, closing: list[Any]) -> None:
     env = _sio_env(broker, sqlite_url, **soketi.env(), RELAYCAST_BROADCASTERS="pusher,log",
                    RELAYCAST_MIRROR="socketio")
     server = _server(env, closing)
@@ -144,8 +142,7 @@ def test_mirror_mode_serves_pusher_and_socketio_front_ends_at_once(
     new_front_end = subscriber_factory()
     new_front_end.subscribe(channel)
     worker = CeleryWorker(env, concurrency=2)
-    workers.append(worker)
-    worker.start()
+    workers.start(worker)
     start_run(env, "burst", run_id, lines=1000, delay_ms=1)
     new_front_end.wait_for(has_lines(new_front_end, channel, 1000), timeout_s=60)
     old_front_end.wait_for(lambda: len(set(old_front_end.seqs())) >= 1000)
@@ -165,15 +162,14 @@ def test_mirror_mode_serves_pusher_and_socketio_front_ends_at_once(
 
 @pytest.mark.timeout(180)
 def test_two_socketio_servers_on_one_queue_both_deliver_every_line(
-        broker: str, sqlite_url: str, workers: list[CeleryWorker], closing: list[Any]) -> None:
+        broker: str, sqlite_url: str, workers: Started, closing: list[Any]) -> None:
     env = _sio_env(broker, sqlite_url, RELAYCAST_BROADCASTERS="socketio")
     first, second = _server(env, closing), _server(env, closing)
     run_id = f"two-{uuid.uuid4().hex[:6]}"
     channel = f"private-logs-{run_id}"
     on_first, on_second = _client(first, channel, closing), _client(second, channel, closing)
     worker = CeleryWorker(env, concurrency=2)
-    workers.append(worker)
-    worker.start()
+    workers.start(worker)
     start_run(env, "burst", run_id, lines=800, delay_ms=1)
     for client in (on_first, on_second):
         client.wait_for(partial(_has_seqs, client, 800))

@@ -13,7 +13,7 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import requests
 
@@ -47,6 +47,28 @@ def relaycast_cli(*args: str, env: dict[str, str], cwd: Path | None = None,
                   timeout_s: float = 60) -> subprocess.CompletedProcess[str]:
     """The ``relaycast`` command line in a subprocess."""
     return run_python("-m", "relaycast", *args, env=env, cwd=cwd, timeout_s=timeout_s)
+
+
+class _Startable(Protocol):
+    def start(self) -> None: ...
+    def close(self) -> None: ...
+
+
+class Started:
+    """The processes (workers, beat) a test started: each is started as it is added and all
+    are closed at teardown, in the order they were started."""
+
+    def __init__(self) -> None:
+        self._processes: list[_Startable] = []
+
+    def start(self, *processes: _Startable) -> None:
+        for process in processes:
+            self._processes.append(process)  # closed even if its start fails
+            process.start()
+
+    def close(self) -> None:
+        for process in self._processes:
+            process.close()
 
 
 class CeleryWorker(_ChildProcess):
