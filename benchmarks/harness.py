@@ -209,20 +209,14 @@ def gate_figures(before: dict[str, int], after: dict[str, int]) -> dict[str, Any
     batches = diff.get("gate_batches", 0)
     if batches <= 0:
         return None
-    buckets = sorted((int(k.rsplit("_", 1)[1]), n) for k, n in diff.items()
-                     if k.startswith("gate_wait_le_") and n > 0)
+    from broadcasters.state import bucket_percentile
 
-    def percentile(fraction: float) -> float:
-        seen = 0
-        for bound, n in buckets:
-            seen += n
-            if seen >= fraction * batches:
-                return float(bound)
-        return float(buckets[-1][0]) if buckets else 0.0
-
+    buckets = {int(k.rsplit("_", 1)[1]): n for k, n in diff.items()
+               if k.startswith("gate_wait_le_") and n > 0}
     return {"batches": batches, "wait_ms": diff.get("gate_wait_ms", 0),
-            "waited": batches - dict(buckets).get(0, 0), "timeouts": diff.get("gate_timeouts", 0),
-            "wait_p50_ms": percentile(0.5), "wait_p99_ms": percentile(0.99)}
+            "waited": batches - buckets.get(0, 0), "timeouts": diff.get("gate_timeouts", 0),
+            "wait_p50_ms": bucket_percentile(buckets, 0.5) or 0.0,
+            "wait_p99_ms": bucket_percentile(buckets, 0.99) or 0.0}
 
 
 def soketi_counters(soketi: Soketi) -> dict[str, float] | None:

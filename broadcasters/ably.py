@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Self
 
 import httpx
 from ably.sync import AblyException, AblyRestSync
@@ -142,7 +142,7 @@ class AblyBroadcaster(Broadcaster):
         self._default_retry_after_s = default_retry_after_s
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> AblyBroadcaster:
+    def from_settings(cls, settings: Settings) -> Self:
         return cls(ably_client(settings), default_retry_after_s=settings.rate_limit_pause_s)
 
     def _publish(self, messages: Sequence[Message]) -> None:

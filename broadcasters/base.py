@@ -17,9 +17,12 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any, Self
 
 from broadcasters.errors import BroadcastError, PayloadTooLarge, TransientError
+
+if TYPE_CHECKING:
+    from config import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -100,6 +103,11 @@ class Broadcaster(ABC):
     max_message_bytes: int = 10_000
     #: Messages per provider request.
     max_batch: int = 1
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Self:
+        """The broadcaster as configured; those with nothing to configure take no arguments."""
+        return cls()
 
     def send(self, messages: Sequence[Message]) -> Attempt:
         """Send ``messages``; never raises for a provider failure, reports it per message.

@@ -38,23 +38,7 @@ def is_live(name: str) -> bool:
 
 
 def build_broadcaster(name: str, settings: Settings) -> Broadcaster:
-    if name == "pusher":
-        from broadcasters.pusher import PusherBroadcaster
-
-        return PusherBroadcaster.from_settings(settings)
-    if name == "ably":
-        from broadcasters.ably import AblyBroadcaster
-
-        return AblyBroadcaster.from_settings(settings)
-    if name == "socketio":
-        from broadcasters.socket_io import SocketIOBroadcaster
-
-        return SocketIOBroadcaster.from_settings(settings)
-    if name == "log":
-        return LogBroadcaster()
-    if name == "stub":
-        return StubBroadcaster()
-    raise ValueError(f"no broadcaster called {name!r}")
+    return broadcaster_class(name).from_settings(settings)
 
 
 def build_state(settings: Settings) -> SharedState:

@@ -75,9 +75,6 @@ class SendReport:
     def should_retry(self) -> bool:
         return bool(self.pending)
 
-    def delivered_by(self, name: str) -> list[Message]:
-        return [m for m, b in self.delivered if b == name]
-
 
 class BroadcasterManager:
     """Tries broadcasters in priority order, honouring flags every worker shares."""
@@ -279,7 +276,7 @@ class BroadcasterManager:
         why = reason.reason if reason else (str(report.pending_errors[report.logged[0][0].id])
                                             if report.logged and report.pending_errors else None)
         data = {"type": PROVIDER_CHANGED_EVENT, "from": previous, "to": carrier,
-                "live": next(b.live for b in self.broadcasters if b.name == carrier),
+                "live": self.is_live(carrier),
                 "reason": why, "ts": int(self.clock() * 1000)}
         logger.warning("active broadcaster changed: %s -> %s (%s)", previous, carrier,
                        data["reason"] or "recovered")

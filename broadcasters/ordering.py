@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from broadcasters.backends import StateUnavailable
-from broadcasters.state import SharedState
+from broadcasters.state import SharedState, bucket_of
 from broadcasters.wire import RunLines
 
 GATE_TTL_S = 86_400
@@ -47,12 +47,10 @@ class GateStats:
     turns: int = 0
     runs: list[str] = field(default_factory=list)
 
-
-def wait_bucket(wait_ms: float) -> int:
-    for bound in WAIT_BUCKETS_MS:
-        if wait_ms <= bound:
-            return bound
-    return WAIT_BUCKETS_MS[-1] * 10
+    @property
+    def wait_bucket(self) -> int:
+        """The bucket of the gate-wait histogram this batch's wait falls in."""
+        return bucket_of(self.waited_s * 1000, WAIT_BUCKETS_MS)
 
 
 class RunGate:

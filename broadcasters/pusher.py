@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Self
 
 import pusher
 import requests
@@ -98,7 +98,7 @@ class PusherBroadcaster(Broadcaster):
         self._default_retry_after_s = default_retry_after_s
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> PusherBroadcaster:
+    def from_settings(cls, settings: Settings) -> Self:
         return cls(pusher_client(settings), max_message_bytes=settings.pusher_max_event_bytes,
                    default_retry_after_s=settings.rate_limit_pause_s)
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Self
 
 import socketio
 
@@ -75,7 +75,7 @@ class SocketIOBroadcaster(Broadcaster):
         self.manager = manager
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> SocketIOBroadcaster:
+    def from_settings(cls, settings: Settings) -> Self:
         assert settings.socketio_message_queue is not None
         return cls(write_only_manager(settings.socketio_message_queue, settings.socketio_channel))
 

@@ -105,16 +105,7 @@ class Counts:
 
     def latency_percentile_ms(self, fraction: float) -> float | None:
         """Upper bound of the bucket holding the ``fraction`` percentile (None: no requests)."""
-        total = sum(self.latency_buckets.values())
-        if total == 0:
-            return None
-        rank = fraction * total
-        seen = 0
-        for bound in sorted(self.latency_buckets):
-            seen += self.latency_buckets[bound]
-            if seen >= rank:
-                return float(bound)
-        return float(max(self.latency_buckets))
+        return bucket_percentile(self.latency_buckets, fraction)
 
     def add_table(self, table: Mapping[str, str]) -> None:
         """Add one minute bucket as stored (``sent``, ``failed:quota``, ``lat:50``, ...)."""
@@ -162,11 +153,27 @@ def utc_day(now: float) -> str:
     return datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%d")
 
 
-def _bucket(latency_ms: float) -> int:
-    for bound in LATENCY_BUCKETS_MS:
-        if latency_ms <= bound:
+def bucket_of(value: float, bounds: Sequence[int]) -> int:
+    """The histogram bucket of ``value``: the first upper bound at or above it (past the last
+    bound, an open bucket labelled ten times the last)."""
+    for bound in bounds:
+        if value <= bound:
             return bound
-    return LATENCY_BUCKETS_MS[-1] * 10
+    return bounds[-1] * 10
+
+
+def bucket_percentile(buckets: Mapping[int, int], fraction: float) -> float | None:
+    """Upper bound of the bucket holding the ``fraction`` percentile of a histogram (counts
+    per upper bound); None when it is empty."""
+    total = sum(buckets.values())
+    if total == 0:
+        return None
+    seen = 0
+    for bound in sorted(buckets):
+        seen += buckets[bound]
+        if seen >= fraction * total:
+            return float(bound)
+    return float(max(buckets))
 
 
 def worker_identity() -> str:
@@ -177,7 +184,7 @@ def counts_from_send(latencies_ms: Sequence[float], sent: int, failed: Mapping[s
                      skipped: int = 0) -> Counts:
     buckets: dict[int, int] = {}
     for latency in latencies_ms:
-        bound = _bucket(latency)
+        bound = bucket_of(latency, LATENCY_BUCKETS_MS)
         buckets[bound] = buckets.get(bound, 0) + 1
     return Counts(sent=sent, requests=len(latencies_ms), skipped=skipped,
                   failed={c: n for c, n in failed.items() if n and c in CATEGORIES},

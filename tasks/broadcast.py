@@ -33,7 +33,7 @@ from celery import Task
 from broadcasters.backoff import compute_backoff
 from broadcasters.base import Message
 from broadcasters.manager import Item, SendReport, merge_reports
-from broadcasters.ordering import GateStats, wait_bucket
+from broadcasters.ordering import GateStats
 from broadcasters.packing import LogBatch
 from broadcasters.wire import (
     BROADCAST_QUEUE,
@@ -184,10 +184,9 @@ def _publish(batch: Batch, *, ordered: bool, live_only: bool, stats: GateStats) 
 def _count_gate(stats: GateStats, ordered: bool) -> None:
     if not ordered:
         return
-    wait_ms = stats.waited_s * 1000
     runtime.state().count_pipeline(**{
         "gate_batches": 1, "gate_timeouts": stats.timeouts,
-        "gate_wait_ms": round(wait_ms), f"gate_wait_le_{wait_bucket(wait_ms)}": 1})
+        "gate_wait_ms": round(stats.waited_s * 1000), f"gate_wait_le_{stats.wait_bucket}": 1})
 
 
 class BroadcastTask(Task):  # type: ignore[misc]
