@@ -86,3 +86,23 @@ def test_the_default_rand_keeps_the_delay_within_bounds() -> None:
     for _ in range(100):
         delay = compute_backoff(2)
         assert 2.0 <= delay < 4.0
+
+
+def test_a_failure_streak_waits_longer_each_time_logs_sparingly_and_ends_on_success() -> None:
+    from broadcasters.backoff import FailureStreak
+
+    now = [1000.0]
+    streak = FailureStreak(base_s=0.1, max_s=5.0, jitter=0.0, clock=lambda: now[0])
+    assert streak.ready()
+    logged = [n for n in range(1, 301) if streak.failed()]
+    assert logged == [1, 10, 100, 200, 300], "the 1st, the 10th, then every 100th"
+    assert not streak.ready(), "the next try waits"
+    now[0] += 4.99
+    assert not streak.ready(), "the wait grew to the 5 s cap"
+    now[0] += 0.02
+    assert streak.ready()
+    streak.succeeded()
+    assert streak.length == 0
+    assert streak.failed(), "a new streak logs its first failure"
+    now[0] += 0.11
+    assert streak.ready(), "and waits the base delay again"

@@ -16,12 +16,11 @@ and it says so once.
 from __future__ import annotations
 
 import logging
-import time
 import uuid
 from collections import deque
 from collections.abc import Callable
 
-from broadcasters.backoff import compute_backoff
+from broadcasters.backoff import FailureStreak
 from broadcasters.wire import AdminMessage, Batch, Channels, RunLines, new_batch
 from workflows.buffer import AdminEntry
 from workflows.cleaning import Cleaning, clean_data
@@ -42,8 +41,7 @@ class Outbox:
         self._cleaning = cleaning if cleaning is not None else Cleaning()
         #: (order of the first line or event it carries, batch, lines)
         self._waiting: deque[tuple[int, Batch, int]] = deque()
-        self._retry_at = 0.0
-        self._failures_in_row = 0
+        self._streak = FailureStreak()
         self._warned_unwired = False
         self.enqueued = 0
         self.failures = 0
@@ -85,7 +83,7 @@ class Outbox:
         if self._enqueue is None:
             self._give_up_unwired()
             return
-        if not self._waiting or time.monotonic() < self._retry_at:
+        if not self._waiting or not self._streak.ready():
             self._bound()
             return
         while self._waiting:
@@ -94,16 +92,13 @@ class Outbox:
                 self._enqueue(batch)
             except Exception as exc:  # noqa: BLE001 - broker down: keep the batch, retry later
                 self.failures += 1
-                self._failures_in_row += 1
-                self._retry_at = time.monotonic() + compute_backoff(
-                    self._failures_in_row - 1, base_s=0.1, max_s=5.0, jitter=0.2)
-                if self._failures_in_row in (1, 10) or self._failures_in_row % 100 == 0:
+                if self._streak.failed():
                     logger.warning("relaycast emitter: broker unavailable (%s: %s); %d batch(es) "
                                    "waiting", type(exc).__name__, exc, len(self._waiting))
                 break
             self._waiting.popleft()
             self.enqueued += 1
-            self._failures_in_row = 0
+            self._streak.succeeded()
         self._bound()
 
     def _bound(self) -> None:

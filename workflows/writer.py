@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from broadcasters.backoff import compute_backoff
+from broadcasters.backoff import FailureStreak
 from broadcasters.wire import LineEvent
 from workflows.buffer import AdminEntry, DropLedger, Entry
 from workflows.cleaning import (
@@ -80,14 +80,13 @@ class LineWriter:
         self.stored = 0
         self.failures = 0
         self.placeholders = 0
-        self._failures_in_row = 0
-        self._retry_at = 0.0
+        self._streak = FailureStreak()
 
     # SQL availability ------------------------------------------------------------------------
 
     def ready(self) -> bool:
         """False while waiting after a failure (backoff)."""
-        return time.monotonic() >= self._retry_at
+        return self._streak.ready()
 
     def store(self) -> LogStore:
         """The store, opened on first use (in the flusher thread, never on the emit path)."""
@@ -100,10 +99,7 @@ class LineWriter:
 
     def _unavailable(self, exc: BaseException, waiting: int) -> None:
         self.failures += 1
-        self._failures_in_row += 1
-        self._retry_at = time.monotonic() + compute_backoff(
-            self._failures_in_row - 1, base_s=0.1, max_s=5.0, jitter=0.2)
-        if self._failures_in_row in (1, 10) or self._failures_in_row % 100 == 0:
+        if self._streak.failed():
             logger.warning("relaycast emitter: SQL unavailable (%s: %s); %d line(s) waiting",
                            type(exc).__name__, str(exc).splitlines()[0][:200] if str(exc) else "",
                            waiting)
@@ -131,8 +127,7 @@ class LineWriter:
                 return [], entries
         else:
             left = []
-        self._failures_in_row = 0
-        self._retry_at = 0.0
+        self._streak.succeeded()
         self.stored += sum(len(events) for _, events in stored)
         reported = sum(drops.values())
         if reported and self._on_drops is not None:
