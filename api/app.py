@@ -50,7 +50,7 @@ def create_app(settings: Settings) -> FastAPI:
                   openapi_url=None, default_response_class=SafeJSONResponse)
     state = build_state(settings)
     channels = Channels(settings.channel_prefix)
-    auth = Auth(settings.admin_token.get_secret_value() if settings.admin_token else None)
+    auth = Auth.for_settings(settings)
     guard = [Depends(auth.require)]
 
     @app.get("/healthz", include_in_schema=False)
@@ -83,8 +83,7 @@ def create_app(settings: Settings) -> FastAPI:
         return {
             "run_id": run_id,
             "channel": channels.logs(run_id),
-            "events": [{"seq": x.seq, "ts": x.ts, "level": x.level, "message": x.message,
-                        "data": x.data} for x in lines],
+            "events": [line.event() for line in lines],
             "next_after_seq": lines[-1].seq if lines else after_seq,
         }
 

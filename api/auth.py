@@ -27,6 +27,8 @@ from urllib.parse import urlencode
 from fastapi import HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
+from config import Settings
+
 SESSION_COOKIE = "relaycast_session"
 _SESSION_LABEL = b"relaycast viewer session v1"
 _SIGN_IN_PAGE = Path(__file__).resolve().parent / "static" / "signin.html"
@@ -55,6 +57,11 @@ class Auth:
     def __init__(self, token: str | None) -> None:
         self._token = token or None
         self._session = session_value(token) if token else None
+
+    @classmethod
+    def for_settings(cls, settings: Settings) -> Auth:
+        """The policy for ``RELAYCAST_ADMIN_TOKEN`` (unset: everything open)."""
+        return cls(settings.admin_token.get_secret_value() if settings.admin_token else None)
 
     @property
     def enabled(self) -> bool:
@@ -109,7 +116,7 @@ class Auth:
             answer.set_cookie(SESSION_COOKIE, self._session, httponly=True, samesite="strict",
                               secure=request.url.scheme == "https", path="/")
             return answer
-        if self._bearer_ok(request) or self._cookie_ok(request):
+        if self.allowed(request):
             return None
         return sign_in_page(wrong_token=False)
 

@@ -66,8 +66,7 @@ def client_manager(settings: Settings) -> Any:
 
 
 def create_server(settings: Settings, manager: Any = None) -> socketio.AsyncServer:
-    token = settings.admin_token.get_secret_value() if settings.admin_token else None
-    auth = Auth(token)
+    auth = Auth.for_settings(settings)
     channels = Channels(settings.channel_prefix)
     server = socketio.AsyncServer(
         async_mode="asgi", client_manager=manager or client_manager(settings),

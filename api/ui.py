@@ -37,7 +37,7 @@ from api.auth import PAGE_HEADERS, Auth
 from broadcasters.state import SharedState
 from broadcasters.wire import Channels, InvalidRunId
 from config import Settings
-from workflows.models import RunStatus
+from workflows.models import LogLine, RunStatus
 from workflows.store import LogStore, store_for
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
@@ -122,9 +122,8 @@ def _text_line(line: Any) -> str:
     return f"{line.seq:>6} {when} {line.level.upper():<7} {line.message}{data}\n"
 
 
-def _ndjson_line(line: Any) -> str:
-    return json.dumps({"seq": line.seq, "ts": line.ts, "level": line.level,
-                       "message": line.message, "data": line.data}, ensure_ascii=False) + "\n"
+def _ndjson_line(line: LogLine) -> str:
+    return json.dumps(line.event(), ensure_ascii=False) + "\n"
 
 
 def build_router(settings: Settings, state: SharedState, auth: Auth) -> APIRouter:

@@ -29,7 +29,7 @@ OCCUPIED, VACATED = "channel_occupied", "channel_vacated"
 def build_router(settings: Settings, state: SharedState) -> APIRouter:
     router = APIRouter()
     channels = Channels(settings.channel_prefix)
-    occupancy = Occupancy(state, reconcile_s=settings.occupancy_reconcile_s)
+    occupancy = Occupancy.for_settings(settings, state)
 
     @router.post("/pusher/webhook")
     async def pusher_webhook(request: Request) -> dict[str, Any]:
@@ -50,7 +50,7 @@ def build_router(settings: Settings, state: SharedState) -> APIRouter:
                    for event in parsed.get("events", [])
                    if isinstance(event, dict) and event.get("name") in (OCCUPIED, VACATED)
                    and channels.run_id_of(str(event.get("channel", ""))) is not None]
-        if settings.occupancy != "webhooks":
+        if occupancy is None:
             return {"ok": True, "recorded": 0, "occupancy": "off"}
         try:
             recorded = occupancy.record(changes, int(parsed["time_ms"]))

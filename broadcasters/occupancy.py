@@ -25,9 +25,13 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING
 
 from broadcasters.backends import StateUnavailable
 from broadcasters.state import SharedState
+
+if TYPE_CHECKING:
+    from config import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +57,13 @@ def _parse(value: str | None) -> tuple[int, bool] | None:
 
 
 class Occupancy:
+    @classmethod
+    def for_settings(cls, settings: Settings, state: SharedState) -> Occupancy | None:
+        """Occupancy as configured; None when gating is off (``RELAYCAST_OCCUPANCY=off``)."""
+        if settings.occupancy == "off":
+            return None
+        return cls(state, reconcile_s=settings.occupancy_reconcile_s)
+
     def __init__(self, state: SharedState, *, reconcile_s: float,
                  clock: Callable[[], float] = time.time) -> None:
         self.state = state

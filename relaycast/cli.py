@@ -280,7 +280,7 @@ def cmd_logs(settings: Settings, args: argparse.Namespace) -> int:
     if args.level:
         lines = [line for line in lines if _at_or_above(line.level, args.level)]
     if args.json:
-        print(json.dumps([_line_object(line) for line in lines], ensure_ascii=False))
+        print(json.dumps([line.event() for line in lines], ensure_ascii=False))
     if not lines:
         print(f"no lines for run {args.run_id}" + (f" after seq {args.after}" if args.after else "")
               + (f" at level {args.level} or above" if args.level else ""), file=sys.stderr)
@@ -302,11 +302,6 @@ def _listen_host(settings: Settings, host: str | None, what: str) -> str:
               "no authentication", file=sys.stderr, flush=True)
         return host or "127.0.0.1"
     return host or "0.0.0.0"  # noqa: S104 - token-protected
-
-
-def _line_object(line: Any) -> dict[str, Any]:
-    return {"seq": line.seq, "ts": line.ts, "level": line.level, "message": line.message,
-            "data": line.data}
 
 
 def _line_text(line: Any) -> str:
@@ -567,7 +562,7 @@ def follow_logs(settings: Settings, args: argparse.Namespace) -> int:
             lines = store.lines(args.run_id, after_seq=after, limit=FOLLOW_PAGE_LINES)
             for line in lines:
                 if args.level is None or _at_or_above(line.level, args.level):
-                    print(json.dumps(_line_object(line), ensure_ascii=False) if args.json
+                    print(json.dumps(line.event(), ensure_ascii=False) if args.json
                           else _line_text(line))
             if lines:
                 after = lines[-1].seq

@@ -136,18 +136,11 @@ def emitter_factory(settings: Settings) -> Callable[[], Emitter]:
     def build() -> Emitter:
         from tasks import runtime
         from tasks.broadcast import enqueue_batch
-        from workflows.store import store_for
-
-        url = settings.database_url_or_default
 
         def report_drops(count: int) -> None:
             runtime.state().count_pipeline(lines_dropped=count)
 
-        return Emitter(store=lambda: store_for(url), enqueue=enqueue_batch,
-                       on_drops=report_drops, channel_prefix=settings.channel_prefix,
-                       flush_interval_ms=settings.flush_interval_ms,
-                       flush_max_lines=settings.flush_max_lines,
-                       max_buffer_lines=settings.buffer_max_lines)
+        return Emitter.from_settings(settings, enqueue=enqueue_batch, on_drops=report_drops)
 
     return build
 

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from typing import TypedDict
 
 from broadcasters.factory import is_live
-from broadcasters.wire import Batch, Channels, LineEvent, RunLines, new_batch
+from broadcasters.wire import Batch, Channels, RunLines, new_batch
 from config import Settings
 from tasks.broadcast import enqueue_batch
 from tasks.sweep import RESWEEP_AFTER_S
@@ -179,17 +179,12 @@ def _batches(lines: Sequence[LogLine], channels: Channels, live_only: bool
                 out.append((new_batch(runs, ordered=False, live_only=live_only), ids))
                 runs, ids, size = [], [], 0
             runs.append({"run_id": run_id, "channel": channels.logs(run_id),
-                         "events": [_event(line) for line in chunk]})
+                         "events": [line.event() for line in chunk]})
             ids.extend(line.id for line in chunk)
             size += len(chunk)
     if runs:
         out.append((new_batch(runs, ordered=False, live_only=live_only), ids))
     return out
-
-
-def _event(line: LogLine) -> LineEvent:
-    return {"seq": line.seq, "ts": line.ts, "level": line.level, "message": line.message,
-            "data": line.data}
 
 
 __all__ = ["MAX_LINES_PER_REPLAY", "ReplayCounts", "ReplayEnqueueFailed", "ReplayResult",

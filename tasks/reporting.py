@@ -52,8 +52,8 @@ def gather_pipeline(settings: Settings, state: SharedState) -> PipelineHealth:
         broadcast_lines_last_hour=hour.get("broadcast_lines", 0),
         gate_timeouts_last_hour=hour.get("gate_timeouts", 0),
     )
-    if settings.occupancy != "off":
-        occupancy = Occupancy(state, reconcile_s=settings.occupancy_reconcile_s)
+    occupancy = Occupancy.for_settings(settings, state)
+    if occupancy is not None:
         pipeline.occupancy = "known" if occupancy.known() else "unknown"
         pipeline.watched_channels = len(occupancy.occupied_channels())
         unwatched = state.today("unwatched")

@@ -68,9 +68,9 @@ def gate() -> RunGate:
 def occupancy() -> Occupancy | None:
     """Who watches which run, when occupancy gating is on (``RELAYCAST_OCCUPANCY``)."""
     current = settings()
-    if current.occupancy != "webhooks":
-        return None
-    return Occupancy(state(), reconcile_s=current.occupancy_reconcile_s)
+    if current.occupancy == "off":
+        return None  # without building the manager for it
+    return Occupancy.for_settings(current, state())
 
 
 def store() -> LogStore:

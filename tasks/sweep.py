@@ -39,9 +39,7 @@ def sweep() -> dict[str, Any]:
         return {"requeued": 0}
     runs: dict[str, list[LineEvent]] = {}
     for line in lines:
-        runs.setdefault(line.run_id, []).append({"seq": line.seq, "ts": line.ts,
-                                                 "level": line.level, "message": line.message,
-                                                 "data": line.data})
+        runs.setdefault(line.run_id, []).append(line.event())
     channels = Channels(settings.channel_prefix)
     batch: list[RunLines] = [{"run_id": run_id, "channel": channels.logs(run_id), "events": events}
                              for run_id, events in runs.items()]

@@ -39,6 +39,7 @@ from workflows.writer import LineWriter, Stored
 time_ns = time.time_ns
 
 if TYPE_CHECKING:
+    from config import Settings
     from workflows.store import LogStore
 
 logger = logging.getLogger(__name__)
@@ -98,6 +99,20 @@ class Emitter:
         self._late = 0
         self._backlog: list[Entry] = []  # taken from the buffer, not yet stored (SQL down)
         self._new_thread_state()
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, enqueue: Enqueue | None,
+                      on_drops: Callable[[int], None] | None = None) -> Emitter:
+        """An emitter storing into ``DATABASE_URL`` (opened by the flusher on first use) with
+        the ``RELAYCAST_FLUSH_*`` / ``RELAYCAST_BUFFER_MAX_LINES`` bounds."""
+        from workflows.store import store_for
+
+        url = settings.database_url_or_default
+        return cls(store=lambda: store_for(url), enqueue=enqueue, on_drops=on_drops,
+                   channel_prefix=settings.channel_prefix,
+                   flush_interval_ms=settings.flush_interval_ms,
+                   flush_max_lines=settings.flush_max_lines,
+                   max_buffer_lines=settings.buffer_max_lines)
 
     def _new_thread_state(self) -> None:
         self._wake = threading.Event()

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import JSON, BigInteger, Boolean, Float, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from broadcasters.wire import MAX_RUN_ID_CHARS
+from broadcasters.wire import MAX_RUN_ID_CHARS, LineEvent
 
 
 class LineState(StrEnum):
@@ -59,6 +59,11 @@ class LogLine(Base):
     broadcaster: Mapped[str | None] = mapped_column(String(20), nullable=True)
     #: When the sweeper last re-enqueued this (still pending) line, epoch ms.
     swept_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+
+    def event(self) -> LineEvent:
+        """The line as browsers receive it and the history endpoint returns it."""
+        return {"seq": self.seq, "ts": self.ts, "level": self.level, "message": self.message,
+                "data": self.data}
 
 
 class RunCounter(Base):

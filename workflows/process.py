@@ -70,12 +70,5 @@ def reset_emitter() -> None:
 def store_only_emitter() -> Emitter:
     """An emitter for the process's settings that stores lines but has no broadcast queue."""
     from config import load_settings
-    from workflows.store import store_for
 
-    settings = load_settings()
-    url = settings.database_url_or_default
-    return Emitter(store=lambda: store_for(url), enqueue=None,
-                   channel_prefix=settings.channel_prefix,
-                   flush_interval_ms=settings.flush_interval_ms,
-                   flush_max_lines=settings.flush_max_lines,
-                   max_buffer_lines=settings.buffer_max_lines)
+    return Emitter.from_settings(load_settings(), enqueue=None)
