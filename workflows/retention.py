@@ -165,19 +165,25 @@ def _prune_lines(store: LogStore, before_ms: int, options: PruneOptions,
     return PruneCounts(lines=deleted)
 
 
-def _prune_runs(store: LogStore, before_ms: int, options: PruneOptions,
-                batches: _Batches) -> PruneCounts:
-    ended = _ended_before(before_ms)
+def _delete_by_key(store: LogStore, batches: _Batches, key: Any, condition: ColumnElement[bool],
+                   limit: int) -> int:
+    """Delete the rows matching ``condition``, ``limit`` primary keys (``key``) per batch."""
     deleted = 0
     while batches.next():
         with store.engine.begin() as connection:
             ids = list(connection.execute(
-                select(Run.run_id).where(ended).limit(options.batch_rows)).scalars())
+                select(key).where(condition).order_by(key).limit(limit)).scalars())
             if not ids:
                 break
             deleted += connection.execute(
-                delete(Run).where(Run.run_id.in_(ids), ended)).rowcount
-    return PruneCounts(runs=deleted)
+                delete(key.table).where(key.in_(ids), condition)).rowcount
+    return deleted
+
+
+def _prune_runs(store: LogStore, before_ms: int, options: PruneOptions,
+                batches: _Batches) -> PruneCounts:
+    return PruneCounts(runs=_delete_by_key(store, batches, Run.run_id,
+                                           _ended_before(before_ms), options.batch_rows))
 
 
 def _prune_counters(store: LogStore, before_ms: int, options: PruneOptions,
@@ -213,18 +219,9 @@ def _prune_counters(store: LogStore, before_ms: int, options: PruneOptions,
 
 def _prune_health(store: LogStore, before_ms: int, options: PruneOptions,
                   batches: _Batches) -> PruneCounts:
-    old = HealthRecord.generated_at < before_ms / 1000
-    deleted = 0
-    while batches.next():
-        with store.engine.begin() as connection:
-            ids = list(connection.execute(
-                select(HealthRecord.id).where(old).order_by(HealthRecord.id)
-                .limit(options.batch_rows)).scalars())
-            if not ids:
-                break
-            deleted += connection.execute(
-                delete(HealthRecord).where(HealthRecord.id.in_(ids), old)).rowcount
-    return PruneCounts(health_reports=deleted)
+    return PruneCounts(health_reports=_delete_by_key(
+        store, batches, HealthRecord.id, HealthRecord.generated_at < before_ms / 1000,
+        options.batch_rows))
 
 
 __all__ = ["PruneCounts", "PruneOptions", "PruneResult", "prunable", "prune"]
