@@ -163,21 +163,24 @@ def _skip(runs: list[RunLines]) -> None:
 
 
 def _publish(batch: Batch, *, ordered: bool, live_only: bool, stats: GateStats) -> SendReport:
+    """Send the batch turn by turn (``ordered``: each run after the lines before it, through
+    the gate; otherwise all at once), leaving out runs nobody watches; the admin events go
+    with the first send."""
     manager = runtime.manager()
     admin = admin_items(batch["admin"])
-    if not ordered or not batch["runs"]:
-        runs, unwatched = _watched(batch["runs"])
-        _skip(unwatched)
-        return manager.send(run_items(runs) + admin, live_only=live_only)
-    gate = runtime.gate()
+    gate = runtime.gate() if ordered else None
+    turns = gate.turns(batch["runs"], stats) if gate is not None else iter([batch["runs"]])
     reports = []
-    for turn in gate.turns(batch["runs"], stats):
+    for turn in turns:
         runs, unwatched = _watched(turn)
         _skip(unwatched)
         if runs or admin:
             reports.append(manager.send(run_items(runs) + admin, live_only=live_only))
-        admin = []
-        gate.passed(turn)
+            admin = []
+        if gate is not None:
+            gate.passed(turn)
+    if admin:  # no line had a turn: the admin events alone
+        reports.append(manager.send(admin, live_only=live_only))
     return merge_reports(reports) if reports else SendReport()
 
 
