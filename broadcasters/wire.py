@@ -15,8 +15,9 @@ there; :meth:`Channels.validate_run_id` says which when one does not.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, NotRequired, TypedDict
+from typing import Any, NotRequired, TypedDict, TypeVar
 
 from config.settings import CHANNEL_NAME_PATTERN, REQUIRED_CHANNEL_PREFIX
 
@@ -36,6 +37,9 @@ MAX_CHANNEL_CHARS = 164
 #: The width of the ``run_id`` columns in SQL.
 MAX_RUN_ID_CHARS = 128
 _LOGS = "logs-"
+
+
+T = TypeVar("T")
 
 
 class InvalidRunId(ValueError):
@@ -114,7 +118,7 @@ class LineEvent(TypedDict):
 
 
 class RunLines(TypedDict):
-    """Lines of one run, in seq order, contiguous as stored by one flush."""
+    """Lines of one run, in seq order, contiguous (see :func:`contiguous`)."""
 
     run_id: str
     channel: str
@@ -148,6 +152,26 @@ def new_batch(runs: list[RunLines] | None = None, admin: list[AdminMessage] | No
     if live_only:
         batch["live_only"] = True
     return batch
+
+
+def _event_seq(event: Any) -> int:
+    return int(event["seq"])
+
+
+def contiguous(items: Sequence[T], seq: Callable[[T], int] = _event_seq) -> list[list[T]]:
+    """``items`` (one run's, in seq order) cut wherever the next seq is not the one after.
+
+    A :class:`RunLines` holds one such piece: each is packed into messages of its own, so
+    that no message (its id, the seq range SQL marks) spans lines it does not carry. Lines
+    re-sent later (a retry, the sweeper, a replay) can have holes, e.g. seqs 1-10 and 21-30.
+    """
+    pieces: list[list[T]] = []
+    for item in items:
+        if pieces and seq(item) == seq(pieces[-1][-1]) + 1:
+            pieces[-1].append(item)
+        else:
+            pieces.append([item])
+    return pieces
 
 
 def batch_lines(batch: Batch) -> int:

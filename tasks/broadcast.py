@@ -42,6 +42,7 @@ from broadcasters.wire import (
     Batch,
     RunLines,
     batch_lines,
+    contiguous,
     describe_batch,
     new_batch,
     run_of_message_id,
@@ -84,19 +85,6 @@ def batch_of(messages: Sequence[Message], *, live_only: bool) -> Batch:
                       for (run_id, channel), events in runs.items()
                       for piece in contiguous(events)], admin,
                      ordered=False, live_only=live_only)
-
-
-def contiguous(events: Sequence[Any]) -> list[list[Any]]:
-    """``events`` cut wherever the next seq is not the one after: each piece is packed into
-    messages of its own, so that no message (its id, the seq range SQL marks) spans lines it
-    does not carry — a replay sends runs with holes, e.g. seqs 1-10 and 21-30."""
-    pieces: list[list[Any]] = []
-    for event in events:
-        if pieces and int(event["seq"]) == int(pieces[-1][-1]["seq"]) + 1:
-            pieces[-1].append(event)
-        else:
-            pieces.append([event])
-    return pieces
 
 
 def line_ranges(messages: Sequence[Message]) -> list[tuple[str, int, int]]:

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from typing import TypedDict
 
 from broadcasters.factory import is_live
-from broadcasters.wire import Batch, Channels, RunLines, new_batch
+from broadcasters.wire import Batch, Channels, RunLines, contiguous, new_batch
 from config import Settings
 from tasks.broadcast import enqueue_batch
 from tasks.sweep import RESWEEP_AFTER_S
@@ -161,13 +161,8 @@ def _batches(lines: Sequence[LogLine], channels: Channels, live_only: bool
     by_run: dict[str, list[LogLine]] = {}
     for line in lines:
         by_run.setdefault(line.run_id, []).append(line)
-    pieces: list[tuple[str, list[LogLine]]] = []
-    for run_id, run_lines in by_run.items():
-        for line in run_lines:
-            if pieces and pieces[-1][0] == run_id and line.seq == pieces[-1][1][-1].seq + 1:
-                pieces[-1][1].append(line)
-            else:
-                pieces.append((run_id, [line]))
+    pieces = [(run_id, piece) for run_id, run_lines in by_run.items()
+              for piece in contiguous(run_lines, lambda line: line.seq)]
     out: list[tuple[Batch, list[int]]] = []
     runs: list[RunLines] = []
     ids: list[int] = []

@@ -16,7 +16,7 @@ import logging
 import time
 from typing import Any
 
-from broadcasters.wire import Channels, LineEvent, RunLines, new_batch
+from broadcasters.wire import Channels, LineEvent, RunLines, contiguous, new_batch
 from tasks import runtime
 from tasks.broadcast import enqueue_batch
 from tasks.celery_app import app
@@ -41,11 +41,13 @@ def sweep() -> dict[str, Any]:
     for line in lines:
         runs.setdefault(line.run_id, []).append(line.event())
     channels = Channels(settings.channel_prefix)
-    batch: list[RunLines] = [{"run_id": run_id, "channel": channels.logs(run_id), "events": events}
-                             for run_id, events in runs.items()]
+    # A run's pending lines can have holes (lines between them that have an outcome): each
+    # contiguous range travels, and is marked, on its own.
+    batch: list[RunLines] = [{"run_id": run_id, "channel": channels.logs(run_id), "events": piece}
+                             for run_id, events in runs.items() for piece in contiguous(events)]
     enqueue_batch(new_batch(batch, ordered=False))
-    store.mark_swept([(run_id, events[0]["seq"], events[-1]["seq"])
-                      for run_id, events in runs.items()], now_ms)
+    store.mark_swept([(run["run_id"], run["events"][0]["seq"], run["events"][-1]["seq"])
+                      for run in batch], now_ms)
     logger.warning("sweeper: re-enqueued %d line(s) of %d run(s) still pending after %.0fs",
                    len(lines), len(runs), settings.sweep_after_s)
     return {"requeued": len(lines), "runs": len(runs)}

@@ -17,6 +17,7 @@ from support.workers import CeleryBeat, CeleryWorker, ForwardingProxy, Started, 
 
 from broadcasters.backends import RedisBackend
 from broadcasters.state import SharedState
+from workflows.models import LineState
 from workflows.store import LogStore
 
 REPO = Path(__file__).resolve().parents[1]
@@ -290,3 +291,35 @@ def test_the_sweeper_rebroadcasts_lines_left_pending_once(
     assert sorted(seqs_received(subscriber, f"private-logs-{run_id}")) == list(range(1, 31)), (
         "delivered lines are not swept again")
     assert subscriber.events(f"private-logs-{fresh}", "log") == [], "young lines are left alone"
+
+
+def test_the_sweeper_sends_a_runs_pending_lines_around_a_hole_without_touching_the_hole(
+    broker: str, sqlite_url: str, soketi: Soketi, subscriber_factory: SubscriberFactory,
+    workers: Started, open_store: Callable[[str], LogStore],
+) -> None:
+    """Pending lines 1-10 and 21-30 around lines 11-20 that already have an outcome (here:
+    failed, for ``relaycast replay``): the sweep sends the two ranges as two messages and
+    records each range's outcome, leaving 11-20 as they were."""
+    env = run_env(broker, sqlite_url, **soketi.env(), RELAYCAST_SWEEP_INTERVAL_S="0.5",
+                  RELAYCAST_SWEEP_AFTER_S="1")
+    store = open_store(sqlite_url)
+    run_id = f"holes-{uuid.uuid4().hex[:6]}"
+    channel = f"private-logs-{run_id}"
+    old_ms = int((time.time() - 10) * 1000)
+    store.insert_lines([{"run_id": run_id, "seq": i, "ts": old_ms + i, "level": "info",
+                         "message": f"line {i}", "data": {}} for i in range(1, 31)])
+    store.mark([(run_id, 11, 20)], LineState.FAILED)
+    subscriber = subscriber_factory()
+    subscribe(subscriber, channel)
+    workers.start(CeleryWorker(env, queues="broadcast", concurrency=1), CeleryBeat(env))
+    expected = [*range(1, 11), *range(21, 31)]
+    wait_for_lines(subscriber, channel, 20, timeout_s=30)
+    deadline = time.monotonic() + 30
+    while store.broadcast_counts([run_id]).get(("sent", "pusher"), 0) < 20:
+        assert time.monotonic() < deadline, store.broadcast_counts([run_id])
+        time.sleep(0.2)
+    assert sorted(seqs_received(subscriber, channel)) == expected
+    ids = {event["data"]["events"][0]["seq"]: event for event in subscriber.events(channel, "log")}
+    assert sorted(ids) == [1, 21], "one message per range: none spans the hole"
+    assert store.broadcast_counts([run_id]) == {("sent", "pusher"): 20, ("failed", None): 10}, (
+        "the lines in the hole keep their own outcome")
