@@ -66,6 +66,9 @@ class StateBackend(Protocol):
     def set_max(self, key: str, value: int, ttl_s: float) -> int:
         """Keep the larger of the stored number and ``value``; return the result (atomic)."""
 
+    def set_max_many(self, values: Mapping[str, int], ttl_s: float) -> dict[str, int]:
+        """:meth:`set_max` for several keys in one round trip (each key atomic)."""
+
     def scan(self, pattern: str) -> list[str]: ...
 
     def close(self) -> None: ...
@@ -180,8 +183,16 @@ class RedisBackend:
             self._call(lambda: self.client.hdel(self._k(key), *fields))
 
     def set_max(self, key: str, value: int, ttl_s: float) -> int:
-        return int(self._call(lambda: self._set_max(keys=[self._k(key)],
-                                                    args=[value, _ttl_ms(ttl_s)])))
+        return self.set_max_many({key: value}, ttl_s)[key]
+
+    def set_max_many(self, values: Mapping[str, int], ttl_s: float) -> dict[str, int]:
+        if not values:
+            return {}
+        pipe = self.client.pipeline(transaction=False)
+        for key, value in values.items():
+            self._set_max(keys=[self._k(key)], args=[value, _ttl_ms(ttl_s)], client=pipe)
+        results = self._call(pipe.execute)
+        return {key: int(result) for key, result in zip(values, results, strict=True)}
 
     def scan(self, pattern: str) -> list[str]:
         start = len(self.prefix)
@@ -276,11 +287,16 @@ class MemoryBackend:
                 self._values[key] = ({k: v for k, v in table.items() if k not in fields}, entry[1])
 
     def set_max(self, key: str, value: int, ttl_s: float) -> int:
+        return self.set_max_many({key: value}, ttl_s)[key]
+
+    def set_max_many(self, values: Mapping[str, int], ttl_s: float) -> dict[str, int]:
+        out = {}
         with self._lock:
-            current = self._live(key)
-            result = max(value, int(current) if isinstance(current, str) else -1)
-            self._put(key, str(result), ttl_s)
-            return result
+            for key, value in values.items():
+                current = self._live(key)
+                out[key] = max(value, int(current) if isinstance(current, str) else -1)
+                self._put(key, str(out[key]), ttl_s)
+        return out
 
     def scan(self, pattern: str) -> list[str]:
         with self._lock:

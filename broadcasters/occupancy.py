@@ -14,7 +14,7 @@ loads them from the history. Admin channels are always published.
   replaces what webhooks said with what the provider's API says — webhooks can be lost
   (soketi never retries one; the API may have been down) — keeping any webhook newer than
   the question it asked.
-* :meth:`watched` is what a broadcast asks, once per batch (one round trip). It answers
+* :meth:`watched` is what a broadcast asks, once per turn of a batch (one round trip). It answers
   None — *unknown*, so publish everything — until a reconciliation succeeded, once the
   last one is older than three intervals (reconciling keeps failing), and whenever Redis
   is unreachable. Unknown occupancy never costs a line.
@@ -36,7 +36,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 OCCUPANCY_KEY = "occupancy"
-RECONCILED_KEY = "occupancy:reconciled_at"
+#: When the last reconciliation succeeded (epoch seconds), kept in the same hash as the
+#: channels so that a broadcast reads both in one round trip; ``~`` is in no channel name.
+RECONCILED_FIELD = "~reconciled_at"
 OCCUPANCY_TTL_S = 86_400
 #: Reconciliations that may fail in a row before occupancy counts as unknown.
 STALE_AFTER_INTERVALS = 3
@@ -102,32 +104,36 @@ class Occupancy:
         merged = {channel: _entry(asked_at_ms, True) for channel in occupied}
         for channel, value in current.items():
             stored = _parse(value)
-            if stored is not None and stored[0] > asked_at_ms:
+            if channel != RECONCILED_FIELD and stored is not None and stored[0] > asked_at_ms:
                 merged[channel] = value
+        merged[RECONCILED_FIELD] = repr(self.clock())
         backend.replace_fields(OCCUPANCY_KEY, merged, OCCUPANCY_TTL_S)
-        backend.set(RECONCILED_KEY, repr(self.clock()), OCCUPANCY_TTL_S)
 
     # Reading -------------------------------------------------------------------------------
 
+    def _fresh(self, reconciled_at: str | None) -> bool:
+        """Did a reconciliation succeed recently enough for occupancy to count as known?"""
+        return reconciled_at is not None and self.clock() - float(reconciled_at) <= self.known_for_s
+
     def known(self) -> bool:
         try:
-            [raw] = self.state.backend.get_many([RECONCILED_KEY])
+            [raw] = self.state.backend.get_fields(OCCUPANCY_KEY, [RECONCILED_FIELD])
         except StateUnavailable as exc:
             self.state.note_unavailable("read occupancy", exc)
             return False
-        return raw is not None and self.clock() - float(raw) <= self.known_for_s
+        return self._fresh(raw)
 
     def watched(self, channels: Sequence[str]) -> dict[str, bool] | None:
         """Whether someone watches each channel; None when that is not known (publish)."""
         if not channels:
             return {}
         try:
-            raw = self.state.backend.get_many([RECONCILED_KEY])[0]
-            if raw is None or self.clock() - float(raw) > self.known_for_s:
-                return None
-            values = self.state.backend.get_fields(OCCUPANCY_KEY, list(channels))
+            raw, *values = self.state.backend.get_fields(OCCUPANCY_KEY,
+                                                         [RECONCILED_FIELD, *channels])
         except StateUnavailable as exc:
             self.state.note_unavailable("read occupancy", exc)
+            return None
+        if not self._fresh(raw):
             return None
         out = {}
         for channel, value in zip(channels, values, strict=True):
@@ -141,4 +147,5 @@ class Occupancy:
         except StateUnavailable as exc:
             self.state.note_unavailable("read occupancy", exc)
             return []
-        return sorted(c for c, v in table.items() if (entry := _parse(v)) is not None and entry[1])
+        return sorted(c for c, v in table.items()
+                      if c != RECONCILED_FIELD and (entry := _parse(v)) is not None and entry[1])

@@ -73,16 +73,16 @@ class RunGate:
         return {r: int(v) if v is not None else -1 for r, v in zip(run_ids, raw, strict=True)}
 
     def passed(self, runs: Sequence[RunLines]) -> None:
-        """These lines have had their turn: let the lines after them go."""
+        """These lines have had their turn: let the lines after them go (one round trip)."""
+        last: dict[str, int] = {}
         for run in runs:
-            if not run["events"]:
-                continue
-            try:
-                self.state.backend.set_max(f"gate:{run['run_id']}", int(run["events"][-1]["seq"]),
-                                           GATE_TTL_S)
-            except StateUnavailable as exc:
-                self.state.note_unavailable("move an ordering gate", exc)
-                return
+            if run["events"]:
+                key = f"gate:{run['run_id']}"
+                last[key] = max(last.get(key, -1), int(run["events"][-1]["seq"]))
+        try:
+            self.state.backend.set_max_many(last, GATE_TTL_S)
+        except StateUnavailable as exc:
+            self.state.note_unavailable("move an ordering gate", exc)
 
     def turns(self, runs: Sequence[RunLines], stats: GateStats | None = None
               ) -> Iterator[list[RunLines]]:

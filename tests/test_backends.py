@@ -70,6 +70,14 @@ def test_set_max_keeps_the_larger_number_under_concurrent_writers(backend: State
     assert backend.get_many(["gate"]) == ["200"]
 
 
+def test_set_max_many_moves_several_keys_each_only_forward(backend: StateBackend) -> None:
+    assert backend.set_max_many({"gate:a": 10, "gate:b": 3}, 60) == {"gate:a": 10, "gate:b": 3}
+    assert backend.set_max_many({"gate:a": 4, "gate:b": 7, "gate:c": 1}, 60) == {
+        "gate:a": 10, "gate:b": 7, "gate:c": 1}, "each key keeps its larger number"
+    assert backend.get_many(["gate:a", "gate:b", "gate:c"]) == ["10", "7", "1"]
+    assert backend.set_max_many({}, 60) == {}
+
+
 def test_scan_finds_keys_by_pattern(backend: StateBackend) -> None:
     backend.set("gate:run-1", "1", 60)
     backend.set("gate:run-2", "1", 60)
@@ -80,7 +88,8 @@ def test_scan_finds_keys_by_pattern(backend: StateBackend) -> None:
 def test_an_unreachable_redis_raises_state_unavailable_only() -> None:
     backend = RedisBackend.from_url("redis://127.0.0.1:1/0", timeout_s=0.2)
     for call in (lambda: backend.get_many(["a"]), lambda: backend.set("a", "1", 1),
-                 lambda: backend.set_max("g", 1, 1), lambda: backend.hashes(["h"]),
+                 lambda: backend.set_max("g", 1, 1), lambda: backend.set_max_many({"g": 1}, 1),
+                 lambda: backend.hashes(["h"]),
                  lambda: backend.add({"c": {"n": 1}}, {"c": 1})):
         with pytest.raises(StateUnavailable):
             call()
