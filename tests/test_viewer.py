@@ -650,6 +650,38 @@ def test_sign_in_in_the_browser_and_html_in_a_line_renders_as_text(
     view.check_clean()
 
 
+def test_every_stored_level_keeps_its_own_label_count_and_filter(
+        make_stack: Callable[..., Stack], viewer: Callable[..., Viewer]) -> None:
+    """The five levels relaycast stores (``critical`` included: ``log.critical``, logging's
+    CRITICAL and ``fatal`` map to it) each show as themselves, are counted, and filter."""
+    stack = make_stack(None, worker=False)
+    run_id = _run_id("levels")
+    levels = ["debug", "info", "warning", "error", "critical", "critical"]
+    store = stack.store()
+    try:
+        store.insert_lines([{"run_id": run_id, "seq": i, "ts": 1_700_000_000_000 + i,
+                             "level": level, "message": f"a {level} line", "data": {}}
+                            for i, level in enumerate(levels, start=1)])
+    finally:
+        store.close()
+    view = viewer(stack.api)
+    page = view.first
+    view.open_run(page, run_id)
+    wait_for_lines(page, len(levels), timeout_s=20)
+    page.evaluate("relaycastView.renderNow()")
+    assert page.eval_on_selector_all("#log .line", "rows => rows.map(r => r.dataset.level)") == levels
+    assert page.eval_on_selector_all("#log .line .lvl", "els => els.map(e => e.textContent)") == levels
+    counts = {level: page.text_content(f".levels button[data-level='{level}'] .count")
+              for level in dict.fromkeys(levels)}
+    assert counts == {"debug": "1", "info": "1", "warning": "1", "error": "1", "critical": "2"}
+    screenshot(page, "run-view-levels.png")
+    page.click(".levels button[data-level='critical']")
+    page.wait_for_function("() => document.querySelector('#match-count').textContent === '4 shown'")
+    page.evaluate("relaycastView.renderNow()")
+    assert page.eval_on_selector_all("#log .line", "rows => rows.map(r => r.dataset.level)") == levels[:4]
+    view.check_clean()
+
+
 # Socket.IO (relaycast socketio) ---------------------------------------------------------------
 
 

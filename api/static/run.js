@@ -17,7 +17,8 @@
 import { clock, dateTime, duration, showConnection } from "./format.js";
 import { connectAdminEvents, connectLogs, getJson } from "./relaycast.js";
 
-const LEVELS = ["debug", "info", "warning", "error"];
+/** The levels relaycast stores (workflows.cleaning.LEVELS); anything else shows as info. */
+const LEVELS = ["debug", "info", "warning", "error", "critical"];
 const OVERSCAN = 12;
 
 const runId = decodeURIComponent(location.pathname.replace(/\/+$/, "").split("/").pop());
