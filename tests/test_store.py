@@ -4,6 +4,9 @@ runs, and migrations."""
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
+import time
 from typing import Any
 
 import pytest
@@ -272,3 +275,26 @@ def test_store_for_gives_one_store_per_process_and_url(sqlite_url: str, tmp_path
     finally:
         first.engine.dispose()
         store_for(other_url).engine.dispose()
+
+
+def test_processes_opening_a_fresh_database_at_once_all_get_the_schema(database_url: str) -> None:
+    """Prefork workers open the store together on first use; each must find a whole schema
+    and none may fail on a table another one has just created."""
+    opener = ("import sys, time\n"
+              "from workflows.store import LogStore\n"
+              "time.sleep(max(0.0, float(sys.argv[2]) - time.time()))\n"
+              "LogStore.from_url(sys.argv[1]).close()\n")
+    start_at = time.time() + 4.0
+    processes = [subprocess.Popen([sys.executable, "-c", opener, database_url, str(start_at)],
+                                  stderr=subprocess.PIPE, text=True) for _ in range(6)]
+    failures = []
+    for process in processes:
+        _, stderr = process.communicate(timeout=60)
+        if process.returncode != 0:
+            failures.append(stderr.strip().splitlines()[-1])
+    assert failures == []
+    engine = make_engine(database_url)
+    try:
+        assert current_revision(engine) == head_revision()
+    finally:
+        engine.dispose()

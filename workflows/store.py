@@ -12,11 +12,13 @@ silent.
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -75,9 +77,31 @@ def current_revision(engine: Engine) -> str | None:
         return MigrationContext.configure(connection).get_current_revision()
 
 
+@contextmanager
+def _sqlite_file_lock(engine: Engine) -> Iterator[None]:
+    """Hold an exclusive lock beside a SQLite file while its schema changes.
+
+    SQLite runs DDL outside a transaction, so two processes opening a fresh file at once
+    (prefork workers on first use) would both create the tables and one would fail. The
+    lock file sits next to the database; the second process waits, then finds the head
+    revision and changes nothing. Other databases (and in-memory SQLite) need no lock here.
+    """
+    database = engine.url.database
+    if engine.dialect.name != "sqlite" or not database or database == ":memory:":
+        yield
+        return
+    with open(f"{database}.migrate-lock", "a") as lock_file:
+        fcntl.flock(lock_file, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock_file, fcntl.LOCK_UN)
+
+
 def upgrade(engine: Engine, revision: str = "head") -> None:
-    """Apply migrations up to ``revision`` (PostgreSQL: under an advisory lock)."""
-    with engine.begin() as connection:
+    """Apply migrations up to ``revision``, one process at a time (PostgreSQL: under an
+    advisory lock; a SQLite file: under a lock file beside it)."""
+    with _sqlite_file_lock(engine), engine.begin() as connection:
         if connection.dialect.name == "postgresql":
             connection.execute(text("SELECT pg_advisory_xact_lock(774411)"))
         config = _alembic_config()
