@@ -37,7 +37,7 @@ from api.auth import PAGE_HEADERS, Auth
 from broadcasters.state import SharedState
 from broadcasters.wire import Channels, InvalidRunId
 from config import Settings
-from workflows.models import LogLine, RunStatus
+from workflows.models import LogLine, Run, RunStatus
 from workflows.store import LogStore, store_for
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
@@ -105,15 +105,21 @@ def browser_config(settings: Settings, state: SharedState) -> dict[str, Any]:
     return config
 
 
-def _run_json(run: Any, counts: tuple[int, int] | None, channels: Channels) -> dict[str, Any]:
-    finished = run.finished_at
-    return {
-        "run_id": run.run_id, "workflow": run.workflow, "status": run.status,
-        "params": run.params, "started_at": run.started_at, "finished_at": finished,
-        "duration_s": round((finished - run.started_at) / 1000, 3) if finished else None,
-        "error": run.error, "lines": counts[0] if counts else 0,
-        "last_seq": counts[1] if counts else 0, "channel": channels.logs(run.run_id),
-    }
+def _run_json(run_id: str, run: Run | None, counts: tuple[int, int] | None,
+              channels: Channels) -> dict[str, Any]:
+    """A run as the API answers it; ``run`` None: lines without a run record (stored by code
+    outside a workflow task)."""
+    lines, last_seq = counts or (0, 0)
+    out: dict[str, Any] = {
+        "run_id": run_id, "workflow": None, "status": None, "params": {}, "started_at": None,
+        "finished_at": None, "duration_s": None, "error": None, "lines": lines,
+        "last_seq": last_seq, "channel": channels.logs(run_id)}
+    if run is not None:
+        finished = run.finished_at
+        out.update(workflow=run.workflow, status=run.status, params=run.params,
+                   started_at=run.started_at, finished_at=finished, error=run.error,
+                   duration_s=round((finished - run.started_at) / 1000, 3) if finished else None)
+    return out
 
 
 def _text_line(line: Any) -> str:
@@ -193,21 +199,16 @@ def build_router(settings: Settings, state: SharedState, auth: Auth) -> APIRoute
                   status: RunStatus | None = None) -> dict[str, Any]:
         runs = store().recent_runs(limit, status)
         counts = store().line_counts(r.run_id for r in runs)
-        return {"runs": [_run_json(r, counts.get(r.run_id), channels) for r in runs]}
+        return {"runs": [_run_json(r.run_id, r, counts.get(r.run_id), channels) for r in runs]}
 
     @router.get("/runs/{run_id}", dependencies=guard)
     def one_run(run_id: str) -> dict[str, Any]:
         run_id = checked(run_id)
         run = store().run(run_id)
         counts = store().line_counts([run_id]).get(run_id)
-        if run is None:
-            if counts is None:
-                raise HTTPException(status_code=404, detail=f"no run {run_id}")
-            # Lines without a run record (stored by code outside a workflow task).
-            return {"run_id": run_id, "workflow": None, "status": None, "params": {},
-                    "started_at": None, "finished_at": None, "duration_s": None, "error": None,
-                    "lines": counts[0], "last_seq": counts[1], "channel": channels.logs(run_id)}
-        return _run_json(run, counts, channels)
+        if run is None and counts is None:
+            raise HTTPException(status_code=404, detail=f"no run {run_id}")
+        return _run_json(run_id, run, counts, channels)
 
     def download(run_id: str, render: Any, media_type: str, suffix: str) -> StreamingResponse:
         run_id = checked(run_id)

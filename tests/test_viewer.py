@@ -10,7 +10,6 @@ Screenshots go to ``$RELAYCAST_ARTIFACTS`` (default ``tests/artifacts/``).
 
 from __future__ import annotations
 
-import json
 import os
 import time
 import uuid
@@ -23,6 +22,7 @@ from urllib.parse import urlsplit
 import pytest
 from conftest import require
 from support.api import ApiServer, SocketIOServer
+from support.runs import start_run
 from support.servers import Soketi, free_port, soketi_available
 from support.workers import CeleryWorker, ForwardingProxy, relaycast_cli
 
@@ -104,11 +104,7 @@ class Stack:
     database_url: str
 
     def start_run(self, workflow: str, run_id: str, **params: Any) -> None:
-        argv = ["run", workflow, "--run-id", run_id]
-        for key, value in params.items():
-            argv += ["--param", f"{key}={json.dumps(value)}"]
-        result = relaycast_cli(*argv, env=self.env)
-        assert result.returncode == 0, result.stderr
+        start_run(self.env, workflow, run_id, **params)
 
     def store(self) -> LogStore:
         return LogStore.from_url(self.database_url)

@@ -2,25 +2,27 @@
 
 export const pad = (n, width = 2) => String(n).padStart(width, "0");
 
+/** HH:MM:SS of a Date, local time. */
+const hms = (d) => `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
+
 /** HH:MM:SS.mmm, local time. */
 export function clock(ts) {
   const d = new Date(ts);
-  return `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}.${pad(d.getMilliseconds(), 3)}`;
+  return `${hms(d)}.${pad(d.getMilliseconds(), 3)}`;
 }
 
 /** Local date and time to the second ("–" for none). */
 export function dateTime(ts) {
   if (!ts) return "–";
   const d = new Date(ts);
-  return `${d.toLocaleDateString()} ${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
+  return `${d.toLocaleDateString()} ${hms(d)}`;
 }
 
 /** Today: HH:MM:SS; other days: the date too. */
 export function shortTime(ts) {
   if (!ts) return "–";
   const d = new Date(ts);
-  const time = `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
-  return d.toDateString() === new Date().toDateString() ? time : `${d.toLocaleDateString()} ${time}`;
+  return d.toDateString() === new Date().toDateString() ? hms(d) : `${d.toLocaleDateString()} ${hms(d)}`;
 }
 
 /** A duration in milliseconds, as people read it. */

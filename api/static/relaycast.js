@@ -161,14 +161,32 @@ const PUSHER_STATUS = {
  * alone waits 15 s, then 30 s, then 60 s between attempts once a server stops answering. */
 const RECONNECT_DELAYS_MS = [3000, 6000, 10000];
 
-class PusherConnector {
-  constructor(config, http) {
-    this.name = "pusher";
+/** What every connector shares: its name, its status, and who listens to the status. */
+class Connector {
+  constructor(name) {
+    this.name = name;
     this.status = "connecting";
     this.listeners = new Set();
+    this.closed = false;
+  }
+
+  _setStatus(status) {
+    if (status === this.status) return;
+    this.status = status;
+    for (const cb of [...this.listeners]) cb(status);
+  }
+
+  onStatus(cb) {
+    this.listeners.add(cb);
+    return () => this.listeners.delete(cb);
+  }
+}
+
+class PusherConnector extends Connector {
+  constructor(config, http) {
+    super("pusher");
     this.channels = new Map(); // channel name -> {channel, handlers: Set}
     this.pusher = null;
-    this.closed = false;
     this.retries = 0;
     this.retryTimer = null;
     this.wasConnected = false;
@@ -224,17 +242,6 @@ class PusherConnector {
       this.pusher.disconnect(); // abandon pusher-js's long back-off: try now
       this.pusher.connect();
     }, delay);
-  }
-
-  _setStatus(status) {
-    if (status === this.status) return;
-    this.status = status;
-    for (const cb of [...this.listeners]) cb(status);
-  }
-
-  onStatus(cb) {
-    this.listeners.add(cb);
-    return () => this.listeners.delete(cb);
   }
 
   _bindChannel(name, entry) {
@@ -300,13 +307,10 @@ registerConnector("pusher", (config, http) => new PusherConnector(config, http))
  * it asks again, and onSubscribed makes the feed catch up from history. The session cookie
  * (same site) or a bearer token from `headers` authorises it.
  */
-class SocketIOConnector {
+class SocketIOConnector extends Connector {
   constructor(config, http) {
-    this.name = "socketio";
-    this.status = "connecting";
-    this.listeners = new Set();
+    super("socketio");
     this.subs = new Set();
-    this.closed = false;
     const s = config.socketio || {};
     this.url = s.url || `${location.protocol}//${location.hostname}:${s.port || 8001}`;
     const bearer = (http.headers.Authorization || http.headers.authorization || "").replace(/^Bearer\s+/i, "");
@@ -322,23 +326,12 @@ class SocketIOConnector {
     );
   }
 
-  _setStatus(status) {
-    if (status === this.status) return;
-    this.status = status;
-    for (const cb of [...this.listeners]) cb(status);
-  }
-
   /** The worst of the sockets' states: any down is down; all connected is connected. */
   _update() {
     const states = [...this.subs].map((sub) => sub.status);
     if (states.includes("down")) this._setStatus("down");
     else if (states.length && states.every((s) => s === "connected")) this._setStatus("connected");
     else this._setStatus("connecting");
-  }
-
-  onStatus(cb) {
-    this.listeners.add(cb);
-    return () => this.listeners.delete(cb);
   }
 
   _open(sub) {

@@ -43,7 +43,7 @@ def has_lines(subscriber: Subscriber, channel: str, count: int) -> Callable[[obj
 
 def wait_for_lines(subscriber: Subscriber, channel: str, count: int, timeout_s: float = 90
                    ) -> list[int]:
-    subscriber.wait_for(lambda _: len(set(seqs_received(subscriber, channel))) >= count, timeout_s)
+    subscriber.wait_for(has_lines(subscriber, channel, count), timeout_s)
     return seqs_received(subscriber, channel)
 
 
