@@ -34,6 +34,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import FileResponse, RedirectResponse, Response, StreamingResponse
 
 from api.auth import PAGE_HEADERS, Auth
+from broadcasters.factory import is_live
 from broadcasters.state import SharedState
 from broadcasters.wire import Channels, InvalidRunId
 from config import Settings
@@ -59,29 +60,34 @@ BROWSER_TRANSPORTS = ("pusher", "socketio")
 def browser_config(settings: Settings, state: SharedState) -> dict[str, Any]:
     """What ``GET /ui/config`` answers: the transport a browser should use, and how.
 
-    The broadcaster carrying traffic (or, before anything was sent, the first listed) when
-    a browser can subscribe to it (``pusher``, ``socketio``) and it is not flagged disabled
-    or paused; otherwise ``polling``: the active broadcaster is one a browser cannot
-    subscribe to (``log``, or ``ably`` for now), so the client polls the history endpoint.
+    ``active_broadcaster`` is the broadcaster carrying traffic: the one the workers last
+    reported (before any, the first listed, as the manager assumes) or, when that one is now
+    disabled or paused, the one the workers move to on their next send (the first listed
+    that is not, a live one before ``log``). The transport is that broadcaster when a
+    browser can subscribe to it (``pusher``, ``socketio``); otherwise ``polling``: traffic
+    goes where a browser cannot subscribe (``log``, or ``ably`` for now), so the client
+    polls the history endpoint.
     """
-    active = state.active()
-    listed = [name for name in settings.broadcaster_order
-              if name in BROWSER_TRANSPORTS and settings.provider_configured(name)]
-    flags = state.flags(listed) if listed else {}
-    usable = [name for name in listed if name not in flags]
-    chosen = (usable[0] if usable else None) if active is None else (
-        active if active in usable else None)
+    order = [name for name in settings.broadcaster_order if settings.provider_configured(name)]
+    flags = state.flags(order) if order else {}
+    before = state.active() or (order[0] if order else None)
+    active = before
+    if before in flags:
+        unflagged = [name for name in order if name not in flags]
+        active = next((name for name in unflagged if is_live(name)),
+                      unflagged[0] if unflagged else before)
+    browser_ready = [name for name in order if name in BROWSER_TRANSPORTS]
+    chosen = active if active in browser_ready and active not in flags else None
     if chosen is not None:
         reason = None
-    elif not listed:
+    elif not browser_ready:
         reason = "no broadcaster a browser can subscribe to is configured"
-    elif active in flags:
-        reason = f"{active} {flags[active].kind}: {flags[active].reason}"
-    elif active is not None and active not in BROWSER_TRANSPORTS:
+    elif before in flags:
+        reason = f"{before} {flags[before].kind}: {flags[before].reason}"
+    elif active not in BROWSER_TRANSPORTS:
         reason = f"the active broadcaster is {active}, which a browser cannot subscribe to"
     else:
-        name, flag = next(iter(flags.items()))
-        reason = f"{name} {flag.kind}: {flag.reason}"
+        reason = f"the active broadcaster is {active}, which this server has no settings for"
     poll_ms = settings.browser_poll_interval_ms
     config: dict[str, Any] = {
         "transport": chosen or "polling",
@@ -95,11 +101,11 @@ def browser_config(settings: Settings, state: SharedState) -> dict[str, Any]:
         "pusher": None,
         "socketio": None,
     }
-    if "pusher" in listed:
+    if "pusher" in browser_ready:
         host, port, tls = settings.browser_ws
         config["pusher"] = {"key": settings.pusher_key, "cluster": settings.pusher_cluster or "mt1",
                             "wsHost": host, "wsPort": port, "forceTLS": tls}
-    if "socketio" in listed:
+    if "socketio" in browser_ready:
         # No URL: the page's own host on this port (relaycast socketio beside relaycast api).
         config["socketio"] = {"url": settings.browser_socketio_url, "port": settings.socketio_port}
     return config

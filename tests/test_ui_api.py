@@ -200,27 +200,49 @@ def test_the_transport_is_pusher_while_pusher_carries_the_traffic_or_nothing_yet
     assert (config["transport"], config["active_broadcaster"], config["reason"]) == ("pusher", "pusher", None)
 
 
-@pytest.mark.parametrize(("setup", "env", "reason"), [
-    ("active log", PUSHER, "the active broadcaster is log"),
-    ("active ably", PUSHER, "the active broadcaster is ably"),
-    ("disabled", PUSHER, "pusher disabled: quota exceeded"),
-    ("paused", PUSHER, "pusher paused: rate limited"),
-    ("", {}, "no broadcaster a browser can subscribe to is configured"),
-    ("", {**PUSHER, "RELAYCAST_BROADCASTERS": "log"},
+ABLY_FIRST = {**PUSHER, "ABLY_API_KEY": "app.key:" + SECRET,
+              "RELAYCAST_BROADCASTERS": "ably,pusher,log"}
+
+
+@pytest.mark.parametrize(("setup", "env", "active", "reason"), [
+    ("active log", PUSHER, "log", "the active broadcaster is log"),
+    ("active ably", PUSHER, "ably", "the active broadcaster is ably"),
+    ("disabled", PUSHER, "log", "pusher disabled: quota exceeded"),
+    ("active pusher, disabled", PUSHER, "log", "pusher disabled: quota exceeded"),
+    ("paused", PUSHER, "log", "pusher paused: rate limited"),
+    ("", ABLY_FIRST, "ably", "the active broadcaster is ably"),
+    ("", {}, "log", "no broadcaster a browser can subscribe to is configured"),
+    ("", {**PUSHER, "RELAYCAST_BROADCASTERS": "log"}, "log",
      "no broadcaster a browser can subscribe to is configured"),
 ])
 def test_the_transport_is_polling_when_a_browser_cannot_subscribe_to_the_traffic(
-        setup: str, env: dict[str, str], reason: str) -> None:
+        setup: str, env: dict[str, str], active: str, reason: str) -> None:
+    """``active_broadcaster`` is where traffic goes: before anything was sent, the first
+    listed; once the carrier is disabled or paused, the one the workers move to."""
     state = SharedState(MemoryBackend())
-    if setup.startswith("active "):
-        state.swap_active(setup.split()[1])
-    elif setup == "disabled":
-        state.disable("pusher", "quota exceeded", until=time.time() + 60)
-    elif setup == "paused":
-        state.pause("pusher", 30, "rate limited")
+    for step in filter(None, setup.split(", ")):
+        if step.startswith("active "):
+            state.swap_active(step.split()[1])
+        elif step == "disabled":
+            state.disable("pusher", "quota exceeded", until=time.time() + 60)
+        elif step == "paused":
+            state.pause("pusher", 30, "rate limited")
     config = _config(state, **env)
-    assert config["transport"] == "polling"
+    assert (config["transport"], config["active_broadcaster"]) == ("polling", active)
     assert str(config["reason"]).startswith(reason)
+
+
+def test_when_ably_ahead_of_pusher_is_disabled_the_browser_follows_traffic_to_pusher() -> None:
+    state = SharedState(MemoryBackend())
+    state.swap_active("ably")
+    state.disable("ably", "quota exceeded", until=None)
+    config = _config(state, **ABLY_FIRST)
+    assert (config["transport"], config["active_broadcaster"], config["reason"]) == (
+        "pusher", "pusher", None)
+    state.disable("pusher", "quota exceeded", until=None)
+    config = _config(state, **ABLY_FIRST)
+    assert (config["transport"], config["active_broadcaster"]) == ("polling", "log")
+    assert config["reason"] == "ably disabled: quota exceeded"
 
 
 def test_browser_websocket_settings_default_to_the_pusher_ones_and_override_them() -> None:

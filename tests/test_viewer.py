@@ -402,7 +402,7 @@ def test_pusher_disabled_mid_run_switches_the_page_to_polling_and_the_run_comple
     disabled = time.monotonic()
     wait_for_state(page, "polling", "polling", timeout_s=15)
     switched_s = time.monotonic() - disabled
-    changes = [e for e in page.evaluate("relaycastView.adminEvents()") if e["type"] == "provider-changed"]
+    changes = provider_changes(page)
     print(f"\npusher disabled: the page polls after {switched_s:.2f} s; provider-changed: {changes}")
     assert [(e["from"], e["to"]) for e in changes] == [("pusher", "log")], (
         "the switch reached the page once, as a provider-changed event")
@@ -427,6 +427,40 @@ def test_pusher_disabled_mid_run_switches_the_page_to_polling_and_the_run_comple
     print(f"runs list by polling: 'succeeded' {late_ms} ms after the end")
     assert late_ms <= 2000
     screenshot(runs_page, "runs-list-pusher-disabled.png")
+    view.check_clean()
+
+
+def provider_changes(page: Page) -> list[dict[str, Any]]:
+    events: list[dict[str, Any]] = page.evaluate("relaycastView.adminEvents()")
+    return [e for e in events if e["type"] == "provider-changed"]
+
+
+@pytest.mark.timeout(180)
+def test_pusher_disabled_while_nothing_is_sent_reaches_the_page_once_as_pusher_to_log(
+        make_stack: Callable[..., Stack], viewer: Callable[..., Viewer], soketi: Soketi) -> None:
+    """No worker sends after the disable, so no worker announces it: the page learns it from
+    /ui/config, which names where traffic goes next (log), not the broadcaster it left. The
+    run that follows (the workers' own announcement, later configs) adds no second event."""
+    stack = make_stack(soketi, RELAYCAST_BROADCASTERS="pusher,log")
+    view = viewer(stack.api)
+    page = view.first
+    run_id = _run_id("idle")
+    view.open_run(page, run_id)
+    wait_for_state(page, "live", "pusher")
+    result = relaycast_cli("disable", "pusher", "--reason", "test: idle", env=stack.env)
+    assert result.returncode == 0, result.stderr
+    wait_for_state(page, "polling", "polling", timeout_s=15)
+    page.wait_for_function("relaycastView.adminEvents().length > 0", timeout=10_000)
+    changes = provider_changes(page)
+    assert [(e["from"], e["to"], e["source"]) for e in changes] == [("pusher", "log", "config")]
+    assert changes[0]["reason"] == "pusher disabled: test: idle"
+
+    stack.start_run("burst", run_id, lines=300, delay_ms=5)
+    page.wait_for_selector("#run-status[data-status='succeeded']", timeout=60_000)
+    wait_for_lines(page, 300)
+    refresh_ms = page.evaluate("fetch('/ui/config').then((r) => r.json())")["config_refresh_ms"]
+    page.wait_for_timeout(2 * refresh_ms + 500)  # two more readings of /ui/config
+    assert [(e["from"], e["to"]) for e in provider_changes(page)] == [("pusher", "log")]
     view.check_clean()
 
 

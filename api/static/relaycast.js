@@ -461,10 +461,13 @@ class Hub {
       JSON.stringify(previous.pusher) !== JSON.stringify(next.pusher) ||
       JSON.stringify(previous.socketio) !== JSON.stringify(next.socketio);
     if (moved) this._switch(next);
+    // The server names the broadcaster traffic moves to as soon as the one carrying it is
+    // disabled or paused, so a change of transport is also a change of broadcaster.
     const changed =
       previous &&
-      (previous.transport !== next.transport ||
-        (previous.active_broadcaster !== null && previous.active_broadcaster !== next.active_broadcaster));
+      previous.active_broadcaster !== null &&
+      next.active_broadcaster !== null &&
+      previous.active_broadcaster !== next.active_broadcaster;
     if (changed && Date.now() - this.heardChangeAt > 10000) {
       // After a quota stop or an outage the worker's announcement cannot reach this page (it
       // went to "log", or the provider refused it): say it from here.
@@ -808,6 +811,8 @@ class AdminFeed extends Feed {
   constructor(hub, onEvent, onState) {
     super(hub, onState);
     this.onEvent = onEvent;
+    this.lastMove = null; // "from>to" of the last provider change delivered, and when
+    this.lastMoveAt = 0;
   }
 
   channel(config) {
@@ -835,12 +840,26 @@ class AdminFeed extends Feed {
   event(name, data) {
     const event = { ...(data && typeof data === "object" ? data : { data }), event: name };
     if (!event.type) event.type = name;
-    if (event.type === "provider-changed") this.hub.heardProviderChanged();
+    if (event.type === "provider-changed") {
+      this.hub.heardProviderChanged();
+      if (!this._firstReport(event)) return;
+    }
     if (!this.closed) this.onEvent(event);
   }
 
   providerChanged(event) {
-    if (!this.closed) this.onEvent({ ...event, event: "provider-changed" });
+    if (!this.closed && this._firstReport(event)) this.onEvent({ ...event, event: "provider-changed" });
+  }
+
+  /** One change, one event: the workers' announcement and this page's reading of
+   * /ui/config can both report the same move (whichever comes first is delivered). */
+  _firstReport(event) {
+    const move = `${event.from}>${event.to}`;
+    const now = Date.now();
+    if (move === this.lastMove && now - this.lastMoveAt < 30000) return false;
+    this.lastMove = move;
+    this.lastMoveAt = now;
+    return true;
   }
 }
 
