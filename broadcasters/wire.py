@@ -15,7 +15,7 @@ there; :meth:`Channels.validate_run_id` says which when one does not.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, NotRequired, TypedDict, TypeVar
 
@@ -172,6 +172,27 @@ def contiguous(items: Sequence[T], seq: Callable[[T], int] = _event_seq) -> list
         else:
             pieces.append([item])
     return pieces
+
+
+def pack_runs(runs: Iterable[tuple[str, list[T]]], max_lines: int
+              ) -> list[list[tuple[str, list[T]]]]:
+    """Runs' lines in groups of at most ``max_lines`` (one broadcast task each), in order: a
+    run longer than that is cut into chunks, and a chunk that would overfill a group starts
+    the next one."""
+    groups: list[list[tuple[str, list[T]]]] = []
+    group: list[tuple[str, list[T]]] = []
+    size = 0
+    for run_id, items in runs:
+        for start in range(0, len(items), max_lines):
+            chunk = items[start:start + max_lines]
+            if group and size + len(chunk) > max_lines:
+                groups.append(group)
+                group, size = [], 0
+            group.append((run_id, chunk))
+            size += len(chunk)
+    if group:
+        groups.append(group)
+    return groups
 
 
 def batch_lines(batch: Batch) -> int:

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from typing import TypedDict
 
 from broadcasters.factory import is_live
-from broadcasters.wire import Batch, Channels, RunLines, contiguous, new_batch
+from broadcasters.wire import Batch, Channels, RunLines, contiguous, new_batch, pack_runs
 from config import Settings
 from tasks.broadcast import enqueue_batch
 from tasks.sweep import RESWEEP_AFTER_S
@@ -164,21 +164,12 @@ def _batches(lines: Sequence[LogLine], channels: Channels, live_only: bool
     pieces = [(run_id, piece) for run_id, run_lines in by_run.items()
               for piece in contiguous(run_lines, lambda line: line.seq)]
     out: list[tuple[Batch, list[int]]] = []
-    runs: list[RunLines] = []
-    ids: list[int] = []
-    size = 0
-    for run_id, piece in pieces:
-        for start in range(0, len(piece), LINES_PER_TASK):
-            chunk = piece[start:start + LINES_PER_TASK]
-            if size + len(chunk) > LINES_PER_TASK and runs:
-                out.append((new_batch(runs, ordered=False, live_only=live_only), ids))
-                runs, ids, size = [], [], 0
-            runs.append({"run_id": run_id, "channel": channels.logs(run_id),
-                         "events": [line.event() for line in chunk]})
-            ids.extend(line.id for line in chunk)
-            size += len(chunk)
-    if runs:
-        out.append((new_batch(runs, ordered=False, live_only=live_only), ids))
+    for group in pack_runs(pieces, LINES_PER_TASK):
+        runs: list[RunLines] = [{"run_id": run_id, "channel": channels.logs(run_id),
+                                 "events": [line.event() for line in chunk]}
+                                for run_id, chunk in group]
+        out.append((new_batch(runs, ordered=False, live_only=live_only),
+                    [line.id for _, chunk in group for line in chunk]))
     return out
 
 

@@ -13,6 +13,7 @@ from broadcasters.wire import (
     describe_batch,
     message_id,
     new_batch,
+    pack_runs,
     run_of_message_id,
 )
 
@@ -67,3 +68,11 @@ def test_a_batch_says_what_it_carries() -> None:
     assert describe_batch(batch) == "runs=a, lines=3, admin=0"
     replay = new_batch(ordered=False, live_only=True)
     assert (replay["ordered"], replay["live_only"]) == (False, True)
+
+
+def test_pack_runs_cuts_long_runs_and_never_overfills_a_group() -> None:
+    runs = [("a", list(range(5))), ("b", [10, 11]), ("c", [20, 21, 22])]
+    assert pack_runs(runs, 3) == [
+        [("a", [0, 1, 2])], [("a", [3, 4])], [("b", [10, 11])], [("c", [20, 21, 22])]]
+    assert pack_runs(runs, 10) == [runs]
+    assert pack_runs([], 3) == []

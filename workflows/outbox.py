@@ -21,7 +21,7 @@ from collections import deque
 from collections.abc import Callable
 
 from broadcasters.backoff import FailureStreak
-from broadcasters.wire import AdminMessage, Batch, Channels, RunLines, new_batch
+from broadcasters.wire import AdminMessage, Batch, Channels, RunLines, batch_lines, new_batch, pack_runs
 from workflows.buffer import AdminEntry
 from workflows.cleaning import Cleaning, clean_data
 from workflows.writer import Stored
@@ -58,25 +58,19 @@ class Outbox:
 
     def add(self, first_order: int, stored: Stored, admin: list[AdminEntry]) -> None:
         """Cut ``stored`` lines and ``admin`` events into batches and queue them."""
-        batches: list[tuple[Batch, int]] = []
-        runs: list[RunLines] = []
-        lines = 0
-        for run_id, events in stored:
-            for start in range(0, len(events), self.max_batch_lines):
-                chunk = events[start:start + self.max_batch_lines]
-                if runs and lines + len(chunk) > self.max_batch_lines:
-                    batches.append((new_batch(runs), lines))
-                    runs, lines = [], 0
-                runs.append({"run_id": run_id, "channel": self.channels.logs(run_id),
-                             "events": chunk})
-                lines += len(chunk)
+        groups: list[list[RunLines]] = [
+            [{"run_id": run_id, "channel": self.channels.logs(run_id), "events": events}
+             for run_id, events in group]
+            for group in pack_runs(stored, self.max_batch_lines)]
         messages: list[AdminMessage] = [
             {"channel": self.channels.admin_events, "event": event_type,
              "data": clean_data(payload, self._cleaning), "id": f"admin:{uuid.uuid4().hex}"}
             for _, event_type, payload in admin]
-        if runs or messages:
-            batches.append((new_batch(runs, messages), lines))
-        self._waiting.extend((first_order, batch, n) for batch, n in batches)
+        last = groups.pop() if groups else []
+        batches = [new_batch(runs) for runs in groups]
+        if last or messages:
+            batches.append(new_batch(last, messages))  # the admin events go with the last
+        self._waiting.extend((first_order, batch, batch_lines(batch)) for batch in batches)
 
     def send(self) -> None:
         """Enqueue waiting batches in order; stop at the first failure (backoff)."""
