@@ -145,9 +145,7 @@ def _skip(runs: list[RunLines]) -> None:
                               for run in runs], LineState.SKIPPED)
     except Exception:
         logger.exception("could not record skipped lines in SQL")
-    state = runtime.state()
-    state.count_pipeline(unwatched_lines=lines, unwatched_messages=messages)
-    state.count_today("unwatched", lines=lines, messages=messages)
+    runtime.state().count_today("unwatched", lines=lines, messages=messages)
 
 
 def _publish(batch: Batch, *, ordered: bool, live_only: bool, stats: GateStats) -> SendReport:
@@ -244,4 +242,4 @@ def broadcast(self: BroadcastTask, batch: Batch) -> dict[str, Any]:
     return summary
 
 
-__all__ = ["batch_of", "broadcast", "contiguous", "enqueue_batch", "line_ranges", "record_outcome"]
+__all__ = ["batch_of", "broadcast", "enqueue_batch", "line_ranges", "record_outcome"]
