@@ -424,13 +424,14 @@ def run_unwatched(ctx: Context, stack: contextlib.ExitStack) -> dict[str, Any]:
         producer.go()
         producer.result(timeout_s=120.0)
         deadline = time.monotonic() + 60
-        while (store.broadcast_counts([run_id]).get(("pending", None), 0)
-               or sum(store.broadcast_counts([run_id]).values()) < lines):
+        while True:
+            counts = store.broadcast_counts([run_id])
+            if not counts.get(("pending", None), 0) and sum(counts.values()) >= lines:
+                break
             if time.monotonic() > deadline:
                 ctx.notes.append("unwatched run: lines still pending after 60 s")
                 break
             time.sleep(0.2)
-        counts = store.broadcast_counts([run_id])
     finally:
         producer.close()
         store.close()

@@ -312,6 +312,11 @@ class Settings(BaseSettings):
 
     # Derived values -------------------------------------------------------------------------
 
+    @property
+    def retention_s(self) -> float:
+        """``RELAYCAST_RETENTION_DAYS`` in seconds (0: keep everything)."""
+        return self.retention_days * 86_400.0
+
     def provider_configured(self, name: str) -> bool:
         if name == "pusher":
             return bool(self.pusher_app_id and self.pusher_key and self.pusher_secret)

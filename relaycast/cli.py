@@ -371,7 +371,6 @@ COMMANDS = {"status": cmd_status, "enable": cmd_enable, "disable": cmd_disable,
 
 # Operating the store: runs, logs --follow, replay, prune -----------------------------------------
 
-DAY_S = 86_400
 #: Runs listed one by one in replay's output (the rest are summed up).
 SHOWN_RUNS = 20
 
@@ -424,14 +423,14 @@ def _utc(epoch_ms: float) -> str:
 
 def cmd_prune(settings: Settings, args: argparse.Namespace) -> int:
     """Delete (or with ``--dry-run`` count) what is older than the bound, in short batches."""
-    from workflows.retention import prunable, prune
+    from workflows.retention import bound_ms, prunable, prune
     from workflows.store import store_for
 
-    older_than_s = args.older_than_s or settings.retention_days * DAY_S
+    older_than_s = args.older_than_s or settings.retention_s
     if not older_than_s:
         raise UsageError("RELAYCAST_RETENTION_DAYS=0 keeps everything: say what to delete with "
                          "--older-than DURATION (e.g. 30d)")
-    before_ms = int((time.time() - older_than_s) * 1000)
+    before_ms = bound_ms(older_than_s)
     store = store_for(settings.database_url_or_default)
     bound = f"older than {format_duration_s(older_than_s)} (before {_utc(before_ms)})"
     if args.dry_run:

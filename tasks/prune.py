@@ -9,7 +9,6 @@ per run: what is left is taken by the next run. ``relaycast prune`` does the sam
 from __future__ import annotations
 
 import logging
-import time
 from typing import Any
 
 from tasks import runtime
@@ -19,7 +18,6 @@ from workflows import retention
 logger = logging.getLogger(__name__)
 
 TASK_NAME = "relaycast.prune"
-DAY_S = 86_400
 #: The longest one run of the task holds a worker process.
 TIME_BUDGET_S = 600.0
 
@@ -27,9 +25,9 @@ TIME_BUDGET_S = 600.0
 @app.task(name=TASK_NAME)
 def prune() -> dict[str, Any]:
     settings = runtime.settings()
-    if settings.retention_days == 0:
+    if settings.retention_s == 0:
         return {"pruned": False, "reason": "RELAYCAST_RETENTION_DAYS=0 keeps everything"}
-    before_ms = int((time.time() - settings.retention_days * DAY_S) * 1000)
+    before_ms = retention.bound_ms(settings.retention_s)
     budget = min(TIME_BUDGET_S, settings.prune_interval_s)
     result = retention.prune(runtime.store(), before_ms,
                              retention.PruneOptions(time_budget_s=budget))

@@ -78,9 +78,11 @@ class PruneOptions:
     time_budget_s: float | None = None
 
 
-def _orphan_counter() -> ColumnElement[bool]:
-    """The counter's run has no line left and is not running."""
-    no_line = ~exists().where(LogLine.run_id == RunCounter.run_id)
+def _orphan_counter(lines_from_ms: int | None = None) -> ColumnElement[bool]:
+    """The counter's run has no line left (``lines_from_ms``: none stored from then on, i.e.
+    none left once older lines are pruned) and is not running."""
+    no_line = ~exists().where(LogLine.run_id == RunCounter.run_id,
+                              *([] if lines_from_ms is None else [LogLine.ts >= lines_from_ms]))
     not_running = ~exists().where(Run.run_id == RunCounter.run_id, Run.status == RunStatus.RUNNING)
     return no_line & not_running
 
@@ -89,11 +91,13 @@ def _ended_before(before_ms: int) -> ColumnElement[bool]:
     return (Run.finished_at < before_ms) & (Run.status != RunStatus.RUNNING)
 
 
+def bound_ms(older_than_s: float) -> int:
+    """The prune bound for "older than ``older_than_s``", as of now (epoch ms)."""
+    return int((time.time() - older_than_s) * 1000)
+
+
 def prunable(store: LogStore, before_ms: int) -> PruneCounts:
     """What :func:`prune` would delete now (a dry run: counts only)."""
-    counter_would_go = (
-        ~exists().where(LogLine.run_id == RunCounter.run_id, LogLine.ts >= before_ms)
-        & ~exists().where(Run.run_id == RunCounter.run_id, Run.status == RunStatus.RUNNING))
     with store.engine.connect() as connection:
         def count(query: Any) -> int:
             return int(connection.execute(query).scalar() or 0)
@@ -101,7 +105,8 @@ def prunable(store: LogStore, before_ms: int) -> PruneCounts:
         return PruneCounts(
             lines=count(select(func.count()).select_from(LogLine).where(LogLine.ts < before_ms)),
             runs=count(select(func.count()).select_from(Run).where(_ended_before(before_ms))),
-            counters=count(select(func.count()).select_from(RunCounter).where(counter_would_go)),
+            counters=count(select(func.count()).select_from(RunCounter)
+                           .where(_orphan_counter(before_ms))),
             health_reports=count(select(func.count()).select_from(HealthRecord).where(
                 HealthRecord.generated_at < before_ms / 1000)),
         )

@@ -309,8 +309,7 @@ class LogStore:
         with Session(self.engine) as session:
             query = (select(LogLine)
                      .where(LogLine.broadcast_state == LineState.PENDING,
-                            LogLine.ts < older_than_ms,
-                            (LogLine.swept_at.is_(None)) | (LogLine.swept_at < resweep_before_ms))
+                            LogLine.ts < older_than_ms, self._unclaimed(resweep_before_ms))
                      .order_by(LogLine.run_id, LogLine.seq).limit(limit))
             return list(session.scalars(query))
 
