@@ -53,6 +53,11 @@ def create_app(settings: Settings) -> FastAPI:
     auth = Auth.for_settings(settings)
     guard = [Depends(auth.require)]
 
+    @app.exception_handler(InvalidRunId)
+    async def invalid_run_id(_request: Request, exc: Exception) -> JSONResponse:
+        """Every route taking a run id answers a malformed one with 400 and the reason."""
+        return SafeJSONResponse({"detail": str(exc)}, status_code=400)
+
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict[str, bool]:
         """Liveness for process supervisors (no token: it says nothing but "up")."""
@@ -75,10 +80,7 @@ def create_app(settings: Settings) -> FastAPI:
     def run_logs(run_id: str,
                  after_seq: Annotated[int, Query(ge=0, le=MAX_SEQ)] = 0,
                  limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = MAX_PAGE) -> dict[str, Any]:
-        try:
-            channels.validate_run_id(run_id)
-        except InvalidRunId as exc:
-            raise HTTPException(status_code=400, detail=str(exc)) from None
+        channels.validate_run_id(run_id)
         lines = store_for(settings.database_url_or_default).lines(run_id, after_seq, limit)
         return {
             "run_id": run_id,

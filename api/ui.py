@@ -26,7 +26,6 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -36,7 +35,7 @@ from fastapi.responses import FileResponse, RedirectResponse, Response, Streamin
 from api.auth import PAGE_HEADERS, Auth
 from broadcasters.factory import is_live
 from broadcasters.state import SharedState
-from broadcasters.wire import Channels, InvalidRunId
+from broadcasters.wire import Channels
 from config import Settings
 from workflows.models import LogLine, Run, RunStatus
 from workflows.store import LogStore, store_for
@@ -128,10 +127,8 @@ def _run_json(run_id: str, run: Run | None, counts: tuple[int, int] | None,
     return out
 
 
-def _text_line(line: Any) -> str:
-    when = datetime.fromtimestamp(line.ts / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
-    data = f"  {json.dumps(line.data, ensure_ascii=False)}" if line.data else ""
-    return f"{line.seq:>6} {when} {line.level.upper():<7} {line.message}{data}\n"
+def _text_line(line: LogLine) -> str:
+    return line.text("%Y-%m-%dT%H:%M:%S", "Z") + "\n"
 
 
 def _ndjson_line(line: LogLine) -> str:
@@ -145,12 +142,6 @@ def build_router(settings: Settings, state: SharedState, auth: Auth) -> APIRoute
 
     def store() -> LogStore:
         return store_for(settings.database_url_or_default)
-
-    def checked(run_id: str) -> str:
-        try:
-            return channels.validate_run_id(run_id)
-        except InvalidRunId as exc:
-            raise HTTPException(status_code=400, detail=str(exc)) from None
 
     # Pages -------------------------------------------------------------------------------------
 
@@ -209,7 +200,7 @@ def build_router(settings: Settings, state: SharedState, auth: Auth) -> APIRoute
 
     @router.get("/runs/{run_id}", dependencies=guard)
     def one_run(run_id: str) -> dict[str, Any]:
-        run_id = checked(run_id)
+        run_id = channels.validate_run_id(run_id)  # InvalidRunId: 400 (api.app)
         run = store().run(run_id)
         counts = store().line_counts([run_id]).get(run_id)
         if run is None and counts is None:
@@ -217,7 +208,7 @@ def build_router(settings: Settings, state: SharedState, auth: Auth) -> APIRoute
         return _run_json(run_id, run, counts, channels)
 
     def download(run_id: str, render: Any, media_type: str, suffix: str) -> StreamingResponse:
-        run_id = checked(run_id)
+        run_id = channels.validate_run_id(run_id)  # InvalidRunId: 400 (api.app)
         log_store = store()
 
         def body() -> Iterator[bytes]:

@@ -288,7 +288,7 @@ def cmd_logs(settings: Settings, args: argparse.Namespace) -> int:
     if args.json:
         return 0
     for line in lines:
-        print(_line_text(line))
+        print(line.text())
     return 0
 
 
@@ -304,12 +304,6 @@ def _listen_host(settings: Settings, host: str | None, what: str) -> str:
     return host or "0.0.0.0"  # noqa: S104 - token-protected
 
 
-def _line_text(line: Any) -> str:
-    from datetime import UTC, datetime
-
-    when = datetime.fromtimestamp(line.ts / 1000, UTC).strftime("%H:%M:%S.%f")[:-3]
-    data = f"  {json.dumps(line.data, ensure_ascii=False)}" if line.data else ""
-    return f"{line.seq:>6} {when} {line.level.upper():<7} {line.message}{data}"
 
 
 def cmd_api(settings: Settings, args: argparse.Namespace) -> int:
@@ -562,7 +556,7 @@ def follow_logs(settings: Settings, args: argparse.Namespace) -> int:
             for line in lines:
                 if args.level is None or _at_or_above(line.level, args.level):
                     print(json.dumps(line.event(), ensure_ascii=False) if args.json
-                          else _line_text(line))
+                          else line.text())
             if lines:
                 after = lines[-1].seq
                 sys.stdout.flush()

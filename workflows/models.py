@@ -3,6 +3,8 @@ and the health report history."""
 
 from __future__ import annotations
 
+import json
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
@@ -64,6 +66,14 @@ class LogLine(Base):
         """The line as browsers receive it and the history endpoint returns it."""
         return {"seq": self.seq, "ts": self.ts, "level": self.level, "message": self.message,
                 "data": self.data}
+
+    def text(self, time_format: str = "%H:%M:%S", zone: str = "") -> str:
+        """The line as people read it: seq, UTC time (``time_format``, then milliseconds and
+        ``zone``), level, message and its data as JSON."""
+        when = (datetime.fromtimestamp(self.ts // 1000, UTC).strftime(time_format)
+                + f".{self.ts % 1000:03d}{zone}")
+        data = f"  {json.dumps(self.data, ensure_ascii=False)}" if self.data else ""
+        return f"{self.seq:>6} {when} {self.level.upper():<7} {self.message}{data}"
 
 
 class RunCounter(Base):
