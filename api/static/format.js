@@ -22,7 +22,7 @@ export function dateTime(ts) {
 export function shortTime(ts) {
   if (!ts) return "–";
   const d = new Date(ts);
-  return d.toDateString() === new Date().toDateString() ? hms(d) : `${d.toLocaleDateString()} ${hms(d)}`;
+  return d.toDateString() === new Date().toDateString() ? hms(d) : dateTime(ts);
 }
 
 /** A duration in milliseconds, as people read it. */

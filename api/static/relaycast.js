@@ -190,7 +190,7 @@ class PusherConnector extends Connector {
     this.retries = 0;
     this.retryTimer = null;
     this.wasConnected = false;
-    this.ready = loadScript(http.asset("vendor/pusher.min.js"), "Pusher").then(
+    loadScript(http.asset("vendor/pusher.min.js"), "Pusher").then(
       (Pusher) => {
         if (this.closed) return;
         const p = config.pusher;
@@ -316,7 +316,7 @@ class SocketIOConnector extends Connector {
     const bearer = (http.headers.Authorization || http.headers.authorization || "").replace(/^Bearer\s+/i, "");
     this.auth = bearer ? { token: bearer } : {};
     this.io = null;
-    this.ready = loadScript(http.asset("vendor/socket.io.min.js"), "io").then(
+    loadScript(http.asset("vendor/socket.io.min.js"), "io").then(
       (io) => {
         if (this.closed) return;
         this.io = io;
@@ -412,7 +412,6 @@ class Hub {
     this.feeds = new Set();
     this.timer = null;
     this.refreshing = null;
-    this.heardChangeAt = 0;
   }
 
   attach(feed) {
@@ -463,14 +462,10 @@ class Hub {
     if (moved) this._switch(next);
     // The server names the broadcaster traffic moves to as soon as the one carrying it is
     // disabled or paused, so a change of transport is also a change of broadcaster.
-    const changed =
-      previous &&
-      previous.active_broadcaster !== null &&
-      next.active_broadcaster !== null &&
-      previous.active_broadcaster !== next.active_broadcaster;
-    if (changed && Date.now() - this.heardChangeAt > 10000) {
+    if (previous && previous.active_broadcaster !== next.active_broadcaster) {
       // After a quota stop or an outage the worker's announcement cannot reach this page (it
-      // went to "log", or the provider refused it): say it from here.
+      // went to "log", or the provider refused it): say it from here. A feed that heard the
+      // announcement already drops this copy (AdminFeed._firstReport).
       const event = {
         type: "provider-changed",
         from: previous.active_broadcaster,
@@ -500,7 +495,6 @@ class Hub {
 
   /** A provider-changed admin event arrived live: re-read the config at once. */
   heardProviderChanged() {
-    this.heardChangeAt = Date.now();
     this.refresh();
   }
 }
@@ -595,7 +589,6 @@ class LogFeed extends Feed {
     this.pollTimer = null;
     this.polling = false;
     this.pollFailures = 0;
-    this.everLive = false;
     this.wantHistory = false; // a truncated live line: fetch it whole
     this.stats = { live: 0, history: 0, repeats: 0, truncated: 0, gapFills: 0, catchUps: 0, polls: 0 };
   }
@@ -626,7 +619,6 @@ class LogFeed extends Feed {
       () => {
         if (this.subscribed && !this.closed) {
           this.stopPolling();
-          this.everLive = true;
           this.setState(transport, STATES.LIVE);
         }
       },
@@ -890,7 +882,8 @@ export function connectLogs(runId, { onLines, onState, baseUrl = DEFAULT_BASE, h
 /**
  * Admin events ({type: "started" | "finished" | "failed" | "provider-changed" | …, ...data}).
  * A provider change noticed through /ui/config (the announcement travelled by a broadcaster
- * this browser cannot hear) is delivered too, with `source: "config"`. Returns {close()}.
+ * this browser cannot hear) is delivered too, with `source: "config"`. Returns {close(),
+ * state(), config()} (config(): the last /ui/config read, null before the first).
  */
 export function connectAdminEvents(onEvent, { onState, baseUrl = DEFAULT_BASE, headers = {} } = {}) {
   const hub = hubFor(baseUrl, headers);
@@ -899,5 +892,6 @@ export function connectAdminEvents(onEvent, { onState, baseUrl = DEFAULT_BASE, h
   return {
     close: () => feed.close(),
     state: () => ({ transport: feed.transport, state: feed.state, reason: feed.reason }),
+    config: () => hub.config,
   };
 }

@@ -5,7 +5,7 @@
  * GET /admin/broadcaster-status.
  */
 
-import { duration, num, shortTime, showConnection } from "./format.js";
+import { duration, num, pad, shortTime, showConnection } from "./format.js";
 import { connectAdminEvents, getJson } from "./relaycast.js";
 
 const $ = (id) => document.getElementById(id);
@@ -16,7 +16,6 @@ const TERMINAL = new Set(["succeeded", "failed"]);
 const runs = new Map(); // run_id -> run (GET /runs shape)
 const rows = new Map(); // run_id -> <tr>
 let feedState = { transport: null, state: "connecting" };
-let pollMs = 1000;
 
 // Runs table ---------------------------------------------------------------------------------
 
@@ -236,7 +235,7 @@ function sparkline(series, untilS) {
     if (i === series.length - 1) rect.setAttribute("class", "now");
     const title = document.createElementNS(SVG, "title");
     const minuteStart = new Date((untilS - (series.length - i) * 60) * 1000);
-    title.textContent = `${minuteStart.getHours()}:${String(minuteStart.getMinutes()).padStart(2, "0")} · ${value} messages`;
+    title.textContent = `${minuteStart.getHours()}:${pad(minuteStart.getMinutes())} · ${value} messages`;
     rect.appendChild(title);
     svg.appendChild(rect);
   });
@@ -349,15 +348,12 @@ async function loadStatus() {
 
 $("status-filter").addEventListener("change", renderRuns);
 
-connectAdminEvents(onAdminEvent, {
+const admin = connectAdminEvents(onAdminEvent, {
   onState: (report) => {
     feedState = report;
     showConnection($("connection"), report);
   },
 });
-getJson("ui/config").then((config) => {
-  pollMs = config.poll_interval_ms || pollMs;
-}, () => {});
 
 loadRuns();
 loadStatus();
@@ -367,6 +363,7 @@ loadStatus();
 let lastLoad = Date.now();
 setInterval(() => {
   const hasRunning = [...runs.values()].some((r) => r.status === "running");
+  const pollMs = (admin.config() || {}).poll_interval_ms || 1000;
   const every = feedState.state === "live" ? (hasRunning ? 3000 : 15000) : pollMs;
   if (Date.now() - lastLoad >= every) {
     lastLoad = Date.now();
