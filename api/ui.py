@@ -67,9 +67,9 @@ def browser_config(settings: Settings, state: SharedState) -> dict[str, Any]:
     goes where a browser cannot subscribe (``log``, or ``ably`` for now), so the client
     polls the history endpoint.
     """
-    order = [name for name in settings.broadcaster_order if settings.provider_configured(name)]
-    flags = state.flags(order) if order else {}
-    before = state.active() or (order[0] if order else None)
+    order = settings.broadcaster_order  # never empty; every one configured (Settings checks)
+    flags = state.flags(order)
+    before = state.active() or order[0]
     active = before
     if before in flags:
         unflagged = [name for name in order if name not in flags]
