@@ -73,8 +73,8 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.get("/admin/broadcaster-status", dependencies=guard)
     def broadcaster_status() -> dict[str, Any]:
-        return {**current_report(settings, state).model_dump(mode="json"),
-                **sent_per_minute(settings, state)}
+        report = current_report(settings, state)
+        return {**report.model_dump(mode="json"), **sent_per_minute(report, state)}
 
     @app.get("/runs/{run_id}/logs", dependencies=guard)
     def run_logs(run_id: str,

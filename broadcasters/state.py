@@ -107,6 +107,14 @@ class Counts:
         """Upper bound of the bucket holding the ``fraction`` percentile (None: no requests)."""
         return bucket_percentile(self.latency_buckets, fraction)
 
+    @classmethod
+    def of(cls, tables: Iterable[Mapping[str, str]]) -> Counts:
+        """The sum of minute buckets as stored."""
+        total = cls()
+        for table in tables:
+            total.add_table(table)
+        return total
+
     def add_table(self, table: Mapping[str, str]) -> None:
         """Add one minute bucket as stored (``sent``, ``failed:quota``, ``lat:50``, ...)."""
         for key, raw in table.items():
@@ -356,12 +364,14 @@ class SharedState:
                                                   lambda: self.backend.hashes(keys), [])
         return tables
 
+    def stats_tables(self, name: str, minutes: int = 60) -> list[dict[str, str]]:
+        """``name``'s minute buckets of the last ``minutes`` minutes as stored, oldest first
+        (this one last); empty when the state is unavailable. One round trip."""
+        return self._minute_tables(f"stats:{name}", minutes)
+
     def counts(self, name: str, minutes: int = 60) -> Counts:
         """Sum of the last ``minutes`` minute buckets (this one included)."""
-        total = Counts()
-        for table in self._minute_tables(f"stats:{name}", minutes):
-            total.add_table(table)
-        return total
+        return Counts.of(self.stats_tables(name, minutes))
 
     def count_pipeline(self, **fields: int) -> None:
         """Add pipeline-wide counters (dead-lettered batches, dropped lines) to this minute."""
@@ -408,15 +418,12 @@ class SharedState:
     def close(self) -> None:
         self.backend.close()
 
-    # Per-minute series (the viewer's chart) ---------------------------------------------------
 
-    def sent_per_minute(self, name: str, minutes: int = 60) -> list[int]:
-        """Messages ``name`` sent in each of the last ``minutes`` minute buckets, oldest first
-        (the current, unfinished minute last); zeros when the state is unavailable."""
-        tables = self._minute_tables(f"stats:{name}", minutes)
-        if len(tables) != minutes:
-            return [0] * minutes
-        return [int(float(table.get("sent", 0))) for table in tables]
+def sent_series(tables: Sequence[Mapping[str, str]], minutes: int) -> list[int]:
+    """Messages sent in each of ``minutes`` minute buckets (zeros when they were not read)."""
+    if len(tables) != minutes:
+        return [0] * minutes
+    return [int(float(table.get("sent", 0))) for table in tables]
 
 
 def state_from_url(redis_url: str | None, prefix: str) -> SharedState:

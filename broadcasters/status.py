@@ -17,7 +17,7 @@ from pydantic import BaseModel, Field, computed_field
 
 from broadcasters.factory import is_live
 from broadcasters.manager import mirror_name
-from broadcasters.state import BroadcasterState, SharedState, next_utc_midnight
+from broadcasters.state import BroadcasterState, Counts, SharedState, next_utc_midnight, sent_series
 from config import Settings
 
 LATEST_KEY = "health:latest"
@@ -56,6 +56,9 @@ class BroadcasterHealth(BaseModel):
     last_error: str | None = None
     #: Its latest call failed (within the last two intervals): since when.
     failing_since: float | None = None
+    #: Messages sent in each of the last 60 minutes, oldest first: for the API's chart, read
+    #: with the counters above; not part of the report as stored or shown.
+    sent_per_minute: list[int] = Field(default_factory=list, exclude=True)
 
 
 class PipelineHealth(BaseModel):
@@ -120,8 +123,9 @@ def broadcaster_health(settings: Settings, state: SharedState, now: float,
     for name in names:
         flag = flags.get(name)
         outcome = outcomes.get(name)
-        recent = state.counts(name, minutes=minutes)
-        hour = state.counts(name, minutes=60)
+        tables = state.stats_tables(name, max(minutes, 60))  # one read for every window
+        recent = Counts.of(tables[-minutes:])
+        hour = Counts.of(tables[-60:])
         attempts = hour.sent + hour.failed_total
         row = BroadcasterHealth(
             name=name,
@@ -143,6 +147,7 @@ def broadcaster_health(settings: Settings, state: SharedState, now: float,
             latency_p50_ms=hour.latency_percentile_ms(0.50),
             latency_p95_ms=hour.latency_percentile_ms(0.95),
             usage_today=state.usage_today(name)["messages"],
+            sent_per_minute=sent_series(tables[-60:], 60),
         )
         if outcome is not None:
             row.last_ok_at, row.last_error_at = outcome.ok_at, outcome.error_at
