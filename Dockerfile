@@ -6,7 +6,6 @@ COPY broadcasters broadcasters
 COPY tasks tasks
 COPY workflows workflows
 COPY relaycast relaycast
-COPY api api
 RUN pip install --no-cache-dir '.[postgres]'
 RUN useradd --create-home relaycast
 USER relaycast

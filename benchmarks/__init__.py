@@ -1,6 +1,6 @@
 """Throughput benchmark: relaycast's batched design against one Celery task per line.
 
-``python -m benchmarks [--quick]`` (or ``relaycast bench``) starts its own redis-server,
+``python -m benchmarks [--quick]`` (from a checkout) starts its own redis-server,
 soketi (Pusher protocol, 10 KB event limit), SQLite database, Celery workers and a
 WebSocket subscriber on loopback, runs both designs against them and prints the figures
 and the ratios relaycast/baseline. See :mod:`benchmarks.__main__` for the options.

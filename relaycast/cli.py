@@ -119,9 +119,6 @@ def build_parser() -> argparse.ArgumentParser:
     sio.add_argument("--port", type=_port, default=None,
                      help="default RELAYCAST_SOCKETIO_PORT (8001)")
 
-    sub.add_parser("bench", help="throughput benchmark against one task per line "
-                   "(from a source checkout; options: relaycast bench -- --help)", add_help=False)
-
     db = sub.add_parser("db", help="database schema")
     db_sub = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
     db_sub.add_parser("upgrade", help="apply migrations up to the latest")
@@ -309,7 +306,7 @@ def _listen_host(settings: Settings, host: str | None, what: str) -> str:
 def cmd_api(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
-    from api.app import create_app
+    from relaycast.api.app import create_app
 
     host = _listen_host(settings, args.host, "api")
     if settings.admin_token is not None:
@@ -321,7 +318,7 @@ def cmd_api(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_socketio(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
-    from api.socketio_server import create_asgi_app
+    from relaycast.api.socketio_server import create_asgi_app
 
     if settings.socketio_message_queue is None:
         raise UsageError("socketio needs SOCKETIO_MESSAGE_QUEUE (e.g. redis://localhost:6379/0): "
@@ -615,19 +612,8 @@ def cmd_runs(settings: Settings, args: argparse.Namespace) -> int:
 COMMANDS.update({"prune": cmd_prune, "replay": cmd_replay, "runs": cmd_runs})
 
 
-def _bench(argv: list[str]) -> int:
-    try:
-        from benchmarks.__main__ import main as bench_main
-    except ImportError:
-        print("relaycast: bench runs from a source checkout (python -m benchmarks)", file=sys.stderr)
-        return 2
-    return bench_main([a for a in argv if a != "--"])
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     raw = list(sys.argv[1:] if argv is None else argv)
-    if raw[:1] == ["bench"]:
-        return _bench(raw[1:])
     args = build_parser().parse_args(raw)
     try:
         settings = load_settings()

@@ -20,11 +20,11 @@ from conftest import require
 from support.api import ApiServer
 from support.servers import RedisServer
 
-from api.auth import session_value
-from api.ui import STATIC_DIR, browser_config
 from broadcasters.backends import MemoryBackend, RedisBackend
 from broadcasters.state import SharedState
 from config import load_settings
+from relaycast.api.auth import session_value
+from relaycast.api.ui import STATIC_DIR, browser_config
 from workflows.models import RunStatus
 from workflows.store import LogStore
 
@@ -396,7 +396,7 @@ def test_the_vendored_browser_libraries_are_the_builds_pinned_in_tools(
 
 def test_every_static_file_ships_with_the_package() -> None:
     patterns = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"][
-        "package-data"]["api"]
+        "package-data"]["relaycast.api"]
     files = [p.relative_to(STATIC_DIR.parent).as_posix() for p in STATIC_DIR.rglob("*") if p.is_file()]
     assert len(files) >= 10
     missing = [f for f in files if not any(fnmatch.fnmatch(f, pattern) for pattern in patterns)]

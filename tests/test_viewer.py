@@ -2,7 +2,7 @@
 downloaded browser), against real soketi, a private Redis, a real ``celery worker`` with two
 processes and ``relaycast api``, all on loopback.
 
-The run view renders only the rows in sight (see api/static/run.js), so completeness is read
+The run view renders only the rows in sight (see relaycast/api/static/run.js), so completeness is read
 from the client's state (``#log[data-line-count]``, ``relaycastView.seqs()``), and
 exactly-once / in-order is checked on what is rendered by scrolling through the whole log.
 Screenshots go to ``$RELAYCAST_ARTIFACTS`` (default ``tests/artifacts/``).

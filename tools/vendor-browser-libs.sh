@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Copy the browser builds of the client libraries pinned in tools/package.json into the
-# package (api/static/vendor/), each with its licence. An upgrade is one command:
+# package (relaycast/api/static/vendor/), each with its licence. An upgrade is one command:
 #   bash tools/vendor-browser-libs.sh pusher-js@8.6.0 socket.io-client@4.8.1
 # (pins those versions, npm-installs them, copies them; with no argument: copies what is
 # installed). tests/test_ui_api.py fails when a vendored file differs from tools/node_modules.
@@ -9,7 +9,7 @@ cd "$(dirname "$0")"
 if [ $# -ge 1 ]; then
     npm install --save-exact --no-audit --no-fund --loglevel=error "$@"
 fi
-dest=../api/static/vendor
+dest=../relaycast/api/static/vendor
 mkdir -p "$dest"
 
 vendor() {  # package, file inside the package, licence files...
@@ -26,7 +26,7 @@ vendor() {  # package, file inside the package, licence files...
             cat "node_modules/$package/$licence"
         done
     } > "$dest/$name.LICENSE.txt"
-    echo "vendored $package $version into api/static/vendor/$name"
+    echo "vendored $package $version into relaycast/api/static/vendor/$name"
 }
 
 vendor pusher-js dist/web/pusher.min.js LICENCE dist/web/pusher.min.js.LICENSE.txt

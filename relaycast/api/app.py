@@ -23,13 +23,13 @@ from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse
 
-from api import webhooks
-from api.auth import Auth
-from api.ui import build_router, sent_per_minute
 from broadcasters.base import encode_json
 from broadcasters.factory import build_state
 from broadcasters.wire import Channels, InvalidRunId
 from config import Settings
+from relaycast.api import webhooks
+from relaycast.api.auth import Auth
+from relaycast.api.ui import build_router, sent_per_minute
 from tasks.reporting import current_report
 from workflows.store import store_for
 

@@ -28,9 +28,9 @@ from urllib.parse import urlparse
 
 import socketio
 
-from api.auth import SESSION_COOKIE, Auth
 from broadcasters.wire import Channels
 from config import Settings
+from relaycast.api.auth import SESSION_COOKIE, Auth
 
 logger = logging.getLogger(__name__)
 

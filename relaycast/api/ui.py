@@ -1,6 +1,6 @@
 """The browser half: the viewer's pages, their JSON, and whole-log downloads.
 
-Everything is served by ``relaycast api`` from files in this package (``api/static``): no
+Everything is served by ``relaycast api`` from files in this package (``relaycast/api/static``): no
 front-end server, no build step, nothing loaded from elsewhere, so it works offline.
 
 Pages (sign-in flow in :mod:`api.auth`):
@@ -32,12 +32,12 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import FileResponse, RedirectResponse, Response, StreamingResponse
 
-from api.auth import PAGE_HEADERS, Auth
 from broadcasters.factory import is_live
 from broadcasters.state import SharedState
 from broadcasters.status import HealthReport
 from broadcasters.wire import Channels
 from config import Settings
+from relaycast.api.auth import PAGE_HEADERS, Auth
 from workflows.models import LogLine, Run, RunStatus
 from workflows.store import LogStore, store_for
 
@@ -201,7 +201,7 @@ def build_router(settings: Settings, state: SharedState, auth: Auth) -> APIRoute
 
     @router.get("/runs/{run_id}", dependencies=guard)
     def one_run(run_id: str) -> dict[str, Any]:
-        run_id = channels.validate_run_id(run_id)  # InvalidRunId: 400 (api.app)
+        run_id = channels.validate_run_id(run_id)  # InvalidRunId: 400 (relaycast.api.app)
         run = store().run(run_id)
         counts = store().line_counts([run_id]).get(run_id)
         if run is None and counts is None:
@@ -209,7 +209,7 @@ def build_router(settings: Settings, state: SharedState, auth: Auth) -> APIRoute
         return _run_json(run_id, run, counts, channels)
 
     def download(run_id: str, render: Any, media_type: str, suffix: str) -> StreamingResponse:
-        run_id = channels.validate_run_id(run_id)  # InvalidRunId: 400 (api.app)
+        run_id = channels.validate_run_id(run_id)  # InvalidRunId: 400 (relaycast.api.app)
         log_store = store()
 
         def body() -> Iterator[bytes]:
