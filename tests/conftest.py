@@ -212,7 +212,7 @@ def postgres_url() -> Iterator[str]:
         admin.dispose()
         require(False, f"PostgreSQL at {POSTGRES_ADMIN_URL} ({exc.__class__.__name__})")
     yield make_url(POSTGRES_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
-    from workflows import store as store_module
+    from workflows.store import log_store as store_module
 
     for key, store in list(store_module._stores.items()):
         if key[1].endswith(f"/{name}"):

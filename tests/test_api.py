@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from support.seeding import seed_lines
 from support.servers import free_port
 from support.workers import project_env
 
@@ -48,8 +49,8 @@ class Api:
 @pytest.fixture
 def database(sqlite_url: str) -> str:
     store = LogStore.from_url(sqlite_url)
-    store.insert_lines([{"run_id": "run-7", "seq": i, "ts": 1000 + i, "level": "info",
-                         "message": f"line {i}", "data": {"i": i}} for i in range(1, 21)])
+    seed_lines(store, [{"run_id": "run-7", "seq": i, "ts": 1000 + i, "level": "info",
+                        "message": f"line {i}", "data": {"i": i}} for i in range(1, 21)])
     store.close()
     return sqlite_url
 
@@ -113,9 +114,9 @@ def test_history_after_seq_returns_exactly_the_later_lines(api: Api) -> None:
 def test_history_never_fails_on_text_an_older_version_stored(api: Api, database: str) -> None:
     """Data stored before lone surrogates were cleaned (its JSON kept them escaped)."""
     store = LogStore.from_url(database)
-    store.insert_lines([{"run_id": "old-run", "seq": 1, "ts": 1, "level": "info",
-                         "message": "processing file",
-                         "data": {"path": "/data/report-\udcff.csv"}}])
+    seed_lines(store, [{"run_id": "old-run", "seq": 1, "ts": 1, "level": "info",
+                        "message": "processing file",
+                        "data": {"path": "/data/report-\udcff.csv"}}])
     store.close()
     answer = requests.get(api.url + "/runs/old-run/logs", headers=_auth(), timeout=10)
     assert answer.status_code == 200

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import inspect
+from support.seeding import seed_lines
 
 from relaycast.cli import main
 from workflows.store import LogStore, current_revision, head_revision, make_engine
@@ -73,7 +74,7 @@ def test_relaycast_db_current_and_upgrade_work_on_a_fresh_database(database_url:
 
 
 def test_relaycast_logs_prints_a_runs_stored_lines(store: LogStore, database_url: str) -> None:
-    store.insert_lines([
+    seed_lines(store, [
         _row("etl-1", 1, "extracting", level="debug", ts=1_700_000_000_123),
         _row("etl-1", 2, "extracted rows", data={"rows": 1200, "source": "démo"}),
         _row("etl-1", 3, "slow step", level="warning"),
@@ -111,7 +112,7 @@ def test_relaycast_logs_prints_a_runs_stored_lines(store: LogStore, database_url
 def test_relaycast_logs_exits_1_with_a_message_when_there_are_no_lines(
         sqlite_url: str, tmp_path: Any) -> None:
     store = LogStore.from_url(sqlite_url)
-    store.insert_lines([_row("etl-1", 1), _row("etl-1", 2)])
+    seed_lines(store, [_row("etl-1", 1), _row("etl-1", 2)])
     store.engine.dispose()
     never_used = f"sqlite:///{tmp_path / 'never-used.db'}"
     missing, after_last, fresh = _run_cli_concurrently(

@@ -15,6 +15,7 @@ from typing import IO
 
 import pytest
 from support.runs import run_env, start_run
+from support.seeding import seed_lines
 from support.workers import CeleryWorker, Started, one_line_error, project_env, relaycast_cli
 
 from workflows.models import RunStatus
@@ -137,9 +138,9 @@ def test_logs_follow_stops_on_ctrl_c_without_a_traceback(sqlite_url: str, tmp_pa
 
 def test_logs_follow_of_a_run_that_has_ended_prints_it_and_exits_at_once(
         sqlite_url: str, sqlite_store: LogStore) -> None:
-    sqlite_store.insert_lines([{"run_id": "done", "seq": s, "ts": 1_700_000_000_000 + s,
-                                "level": "info", "message": f"m{s}", "data": {}}
-                               for s in range(1, 8)])
+    seed_lines(sqlite_store, [{"run_id": "done", "seq": s, "ts": 1_700_000_000_000 + s,
+                               "level": "info", "message": f"m{s}", "data": {}}
+                              for s in range(1, 8)])
     sqlite_store.start_run("done", "etl", {}, at_ms=1_700_000_000_000)
     sqlite_store.finish_run("done", RunStatus.SUCCEEDED, at_ms=1_700_000_000_100)
     result = relaycast_cli("logs", "done", "-f", "--after", "5", env={"DATABASE_URL": sqlite_url},
@@ -151,9 +152,9 @@ def test_logs_follow_of_a_run_that_has_ended_prints_it_and_exits_at_once(
 
 def test_logs_level_keeps_lines_at_or_above_it(sqlite_url: str, sqlite_store: LogStore) -> None:
     levels = ["debug", "info", "warning", "error", "critical", "info"]
-    sqlite_store.insert_lines([{"run_id": "mixed", "seq": s, "ts": 1_700_000_000_000,
-                                "level": level, "message": level, "data": {}}
-                               for s, level in enumerate(levels, start=1)])
+    seed_lines(sqlite_store, [{"run_id": "mixed", "seq": s, "ts": 1_700_000_000_000,
+                               "level": level, "message": level, "data": {}}
+                              for s, level in enumerate(levels, start=1)])
     env = {"DATABASE_URL": sqlite_url}
     warning = relaycast_cli("logs", "mixed", "--level", "WARNING", env=env)
     assert warning.returncode == 0, warning.stderr
@@ -185,8 +186,8 @@ def test_relaycast_runs_lists_recent_runs_newest_first(store: LogStore, database
     store.start_run("agent-2", "agent", {}, at_ms=base + 60_000)
     store.finish_run("agent-2", RunStatus.FAILED, "boom", at_ms=base + 60_000 + 185_000)
     store.start_run("etl-3", "etl", {}, at_ms=base + 120_000)  # still running
-    store.insert_lines([{"run_id": "etl-1", "seq": s, "ts": base, "level": "info",
-                         "message": "x", "data": {}} for s in range(1, 1235)])
+    seed_lines(store, [{"run_id": "etl-1", "seq": s, "ts": base, "level": "info",
+                        "message": "x", "data": {}} for s in range(1, 1235)])
     env = {"DATABASE_URL": database_url}
 
     table = relaycast_cli("runs", env=env)

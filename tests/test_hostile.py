@@ -16,6 +16,7 @@ import pytest
 import requests
 from support.pusher_ws import Subscriber
 from support.runs import has_lines, run_env, seqs_received, start_run
+from support.seeding import seed_lines
 from support.servers import RedisServer, Soketi, free_port
 from support.workers import (
     CeleryBeat,
@@ -94,8 +95,8 @@ def test_every_mistake_is_one_line_naming_what_is_wrong(
 
 def test_logs_piped_into_head_stops_quietly(sqlite_url: str) -> None:
     store = LogStore.from_url(sqlite_url)
-    store.insert_lines([{"run_id": "long", "seq": i, "ts": i, "level": "info",
-                         "message": f"line {i} " + "x" * 100, "data": {}} for i in range(1, 5001)])
+    seed_lines(store, [{"run_id": "long", "seq": i, "ts": i, "level": "info",
+                        "message": f"line {i} " + "x" * 100, "data": {}} for i in range(1, 5001)])
     store.close()
     with subprocess.Popen([sys.executable, "-m", "relaycast", "logs", "long"],
                           env=project_env({"DATABASE_URL": sqlite_url}),

@@ -12,6 +12,7 @@ from pathlib import Path
 from support.fault_server import FaultServer
 from support.pusher_ws import Subscriber
 from support.runs import run_env, seqs_received, start_run, subscribe, wait_for_lines
+from support.seeding import seed_lines
 from support.servers import RedisServer, Soketi
 from support.workers import CeleryBeat, CeleryWorker, ForwardingProxy, Started, relaycast_cli
 
@@ -271,11 +272,11 @@ def test_the_sweeper_rebroadcasts_lines_left_pending_once(
     store = open_store(sqlite_url)
     run_id = f"orphan-{uuid.uuid4().hex[:6]}"
     old_ms = int((time.time() - 10) * 1000)
-    store.insert_lines([{"run_id": run_id, "seq": i, "ts": old_ms + i, "level": "info",
-                         "message": f"orphan {i}", "data": {}} for i in range(1, 31)])
+    seed_lines(store, [{"run_id": run_id, "seq": i, "ts": old_ms + i, "level": "info",
+                        "message": f"orphan {i}", "data": {}} for i in range(1, 31)])
     fresh = f"fresh-{uuid.uuid4().hex[:6]}"
-    store.insert_lines([{"run_id": fresh, "seq": 1, "ts": int(time.time() * 1000) + 600_000,
-                         "level": "info", "message": "still in flight", "data": {}}])
+    seed_lines(store, [{"run_id": fresh, "seq": 1, "ts": int(time.time() * 1000) + 600_000,
+                        "level": "info", "message": "still in flight", "data": {}}])
     subscriber = subscriber_factory()
     subscribe(subscriber, f"private-logs-{run_id}", f"private-logs-{fresh}")
     worker = CeleryWorker(env, queues="broadcast", concurrency=1)
@@ -306,8 +307,8 @@ def test_the_sweeper_sends_a_runs_pending_lines_around_a_hole_without_touching_t
     run_id = f"holes-{uuid.uuid4().hex[:6]}"
     channel = f"private-logs-{run_id}"
     old_ms = int((time.time() - 10) * 1000)
-    store.insert_lines([{"run_id": run_id, "seq": i, "ts": old_ms + i, "level": "info",
-                         "message": f"line {i}", "data": {}} for i in range(1, 31)])
+    seed_lines(store, [{"run_id": run_id, "seq": i, "ts": old_ms + i, "level": "info",
+                        "message": f"line {i}", "data": {}} for i in range(1, 31)])
     store.mark([(run_id, 11, 20)], LineState.FAILED)
     subscriber = subscriber_factory()
     subscribe(subscriber, channel)

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from support.pusher_ws import Subscriber
 from support.runs import has_lines, run_env, seqs_received, start_run
+from support.seeding import seed_lines
 from support.servers import Soketi
 from support.workers import CeleryWorker, ForwardingProxy, Started, one_line_error, relaycast_cli
 
@@ -39,8 +40,8 @@ def _filters(**overrides: Any) -> dict[str, Any]:
 def _seed(store: LogStore) -> None:
     """Run a: 1-3 failed, 4 sent, 5-6 logged, 7 pending for 10 minutes, 8 pending for a
     few seconds (its broadcast is still on its way), 9 skipped. Run b: 1-2 failed, long ago."""
-    store.insert_lines([_row("a", seq) for seq in range(1, 8)] + [_row("a", 8, NOW - 5000)]
-                       + [_row("a", 9)] + [_row("b", seq, NOW - 3 * 86_400_000) for seq in (1, 2)])
+    seed_lines(store, [_row("a", seq) for seq in range(1, 8)] + [_row("a", 8, NOW - 5000)]
+                      + [_row("a", 9)] + [_row("b", seq, NOW - 3 * 86_400_000) for seq in (1, 2)])
     store.mark([("a", 1, 3), ("b", 1, 2)], LineState.FAILED)
     store.mark([("a", 4, 4)], LineState.SENT, "pusher")
     store.mark([("a", 5, 6)], LineState.LOGGED, "log")
@@ -113,8 +114,8 @@ def test_replay_cuts_batches_at_holes_and_at_1000_lines_and_sends_logged_lines_l
     from tasks.replay import ReplayScope, count, replay
 
     store = sqlite_store
-    store.insert_lines([_row("big", seq) for seq in range(1, 1502)]
-                       + [_row("holes", seq) for seq in range(1, 11)])
+    seed_lines(store, [_row("big", seq) for seq in range(1, 1502)]
+                      + [_row("holes", seq) for seq in range(1, 11)])
     store.mark([("big", 1, 1501), ("holes", 1, 3), ("holes", 7, 8)], LineState.FAILED)
     store.mark([("holes", 4, 6)], LineState.SENT, "pusher")
     store.mark([("holes", 9, 10)], LineState.LOGGED, "log")
@@ -142,7 +143,7 @@ def test_replay_cuts_batches_at_holes_and_at_1000_lines_and_sends_logged_lines_l
 def test_replay_is_bounded_per_call_and_the_next_call_goes_on(sqlite_store: LogStore) -> None:
     from tasks.replay import ReplayScope, replay
 
-    sqlite_store.insert_lines([_row(f"r{i}", seq) for i in range(3) for seq in range(1, 5)])
+    seed_lines(sqlite_store, [_row(f"r{i}", seq) for i in range(3) for seq in range(1, 5)])
     sqlite_store.mark([(f"r{i}", 1, 4) for i in range(3)], LineState.FAILED)
     enqueued: list[Batch] = []
     first = replay(sqlite_store, _settings(), ReplayScope(), NOW, limit=5, enqueue=enqueued.append)
@@ -158,7 +159,7 @@ def test_logged_lines_are_owed_only_when_a_live_broadcaster_is_configured(
         sqlite_store: LogStore) -> None:
     from tasks.replay import ReplayScope, count
 
-    sqlite_store.insert_lines([_row("a", seq) for seq in (1, 2)])
+    seed_lines(sqlite_store, [_row("a", seq) for seq in (1, 2)])
     sqlite_store.mark([("a", 1, 2)], LineState.LOGGED, "log")
     assert count(sqlite_store, _settings(), ReplayScope(), NOW).lines == 2
     only_log = load_settings(RELAYCAST_BROADCASTERS="log")
@@ -188,7 +189,7 @@ def test_replay_refuses_what_it_cannot_do_in_one_line(
 
 def test_replay_with_the_broker_unreachable_releases_what_it_claimed(sqlite_url: str,
                                                                       sqlite_store: LogStore) -> None:
-    sqlite_store.insert_lines([_row("stuck", seq, int(time.time() * 1000)) for seq in (1, 2, 3)])
+    seed_lines(sqlite_store, [_row("stuck", seq, int(time.time() * 1000)) for seq in (1, 2, 3)])
     sqlite_store.mark([("stuck", 1, 3)], LineState.FAILED)
     env = {"DATABASE_URL": sqlite_url, "CELERY_BROKER_URL": "redis://127.0.0.1:1/0", **PUSHER}
     result = relaycast_cli("replay", "stuck", env=env)

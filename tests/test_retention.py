@@ -11,11 +11,13 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from sqlalchemy import delete
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
 from support.runs import run_env, start_run
+from support.seeding import seed_lines
 from support.workers import CeleryBeat, CeleryWorker, Started, one_line_error, relaycast_cli
 
-from workflows.models import LogLine, RunCounter, RunStatus
+from workflows.models import HealthRecord, LogLine, RunCounter, RunStatus
 from workflows.retention import PruneCounts, PruneOptions, prunable, prune
 from workflows.store import LogStore
 
@@ -34,8 +36,21 @@ def _drafts(count: int, ts: int = BOUND + DAY_MS) -> list[dict[str, Any]]:
     return [{"ts": ts, "level": "info", "message": f"new {i}", "data": {}} for i in range(count)]
 
 
+def _health_reports(store: LogStore) -> list[HealthRecord]:
+    """The health reports left, newest first."""
+    with Session(store.engine) as session:
+        return list(session.scalars(select(HealthRecord).order_by(HealthRecord.generated_at.desc())))
+
+
+def _first_new_seqs(store: LogStore, run_ids: list[str], ts: int = BOUND + DAY_MS) -> dict[str, int]:
+    """The seq each run's next line gets (appended now): where its counter was."""
+    return {run_id: events[0]["seq"]
+            for run_id, events in store.append([(r, _drafts(1, ts)) for r in run_ids])}
+
+
 def _seed(store: LogStore) -> None:
-    store.insert_lines(
+    seed_lines(
+        store,
         [_row("old", seq, BOUND - 6 + seq) for seq in range(1, 6)]  # ts BOUND-5 .. BOUND-1
         + [_row("mixed", seq, ts) for seq, ts in enumerate(
             (BOUND - 2, BOUND - 1, BOUND, BOUND + 1), start=1)]
@@ -70,15 +85,13 @@ def test_prune_deletes_exactly_what_is_older_than_the_bound(store: LogStore) -> 
     assert store.lines("running-old") == [], "old lines go, even of a run still running"
     assert store.run("old") is None and store.run("failed-no-lines") is None
     assert [store.run(r) is not None for r in ("mixed", "new", "running-old")] == [True] * 3
-    assert [r.generated_at for r in store.health_history()] == [
+    assert [r.generated_at for r in _health_reports(store)] == [
         (BOUND + 1000) / 1000, BOUND / 1000]
-    # Counters: kept for runs with lines or still running, so seqs continue where they were.
-    assert store.last_seqs(["old", "mixed", "new", "running-old"]) == {
-        "mixed": 4, "new": 2, "running-old": 3}
-    [(_, events)] = store.append([("running-old", _drafts(1))])
-    assert events[0]["seq"] == 4, "a running run goes on numbering after its deleted lines"
-    [(_, events)] = store.append([("old", _drafts(1))])
-    assert events[0]["seq"] == 1, "a run with nothing left starts again, colliding with nothing"
+    # Counters: kept for runs with lines or still running, so seqs continue where they were
+    # (a running run after its deleted lines); a run with nothing left starts again at 1,
+    # colliding with nothing.
+    assert _first_new_seqs(store, ["old", "mixed", "new", "running-old"]) == {
+        "old": 1, "mixed": 5, "new": 3, "running-old": 4}
     assert store.renumbered == 0
 
 
@@ -89,7 +102,8 @@ def test_a_second_prune_finds_nothing_and_a_later_bound_takes_the_rest(store: Lo
     later = prune(store, BOUND + DAY_MS)
     assert later.deleted.lines == 4 and later.deleted.runs == 2  # mixed, new; running-old stays
     assert store.run("running-old") is not None
-    assert store.last_seqs(["running-old"]) == {"running-old": 3}
+    assert _first_new_seqs(store, ["running-old"]) == {"running-old": 4}
+    assert store.renumbered == 0
 
 
 def test_a_spent_time_budget_stops_the_prune_and_says_so(store: LogStore) -> None:
@@ -111,8 +125,8 @@ def test_a_prune_while_runs_append_loses_no_line_and_never_reuses_a_seq(
     """
     busy = [f"busy-{i}" for i in range(20)]
     quiet = [f"quiet-{i}" for i in range(40)]
-    store.insert_lines([_row(run_id, seq, BOUND - 5000 + seq)
-                        for run_id in busy + quiet for seq in range(1, 51)])
+    seed_lines(store, [_row(run_id, seq, BOUND - 5000 + seq)
+                       for run_id in busy + quiet for seq in range(1, 51)])
     writer = LogStore.from_url(database_url)
     appended: dict[str, list[int]] = {run_id: [] for run_id in busy + quiet}
     first_round, done = threading.Event(), threading.Event()
@@ -160,7 +174,7 @@ def test_a_counter_a_writer_holds_is_not_deleted_under_its_new_line(store: LogSt
     """The narrow case, made to happen: a run with a counter but no line (its lines were
     pruned) logs again while the prune looks at its counter. The writer has advanced the
     counter and not yet committed its line; the prune must not delete the counter then."""
-    store.insert_lines([_row("reborn", seq, BOUND - 10) for seq in (1, 2)])
+    seed_lines(store, [_row("reborn", seq, BOUND - 10) for seq in (1, 2)])
     with store.engine.begin() as connection:  # what an earlier prune left: a counter alone
         connection.execute(delete(LogLine).where(LogLine.run_id == "reborn"))
     dialect = store._dialect()
@@ -180,7 +194,7 @@ def test_a_counter_a_writer_holds_is_not_deleted_under_its_new_line(store: LogSt
     pruning.join(60)
     assert results and results[0].complete
     assert results[0].deleted.counters == 0
-    assert store.last_seqs(["reborn"]) == {"reborn": 3}
+    assert [line.seq for line in store.lines("reborn")] == [3]
     [(_, events)] = store.append([("reborn", _drafts(1))])
     assert events[0]["seq"] == 4
     assert store.renumbered == 0
@@ -191,8 +205,8 @@ def test_a_counter_a_writer_holds_is_not_deleted_under_its_new_line(store: LogSt
 
 def _seed_around_now(store: LogStore, now_ms: int) -> None:
     old, recent = now_ms - 2 * DAY_MS, now_ms - 3_600_000
-    store.insert_lines([_row("two-days", seq, old + seq) for seq in (1, 2, 3)]
-                       + [_row("an-hour", seq, recent + seq) for seq in (1, 2)])
+    seed_lines(store, [_row("two-days", seq, old + seq) for seq in (1, 2, 3)]
+                      + [_row("an-hour", seq, recent + seq) for seq in (1, 2)])
     store.start_run("two-days", "etl", {}, at_ms=old)
     store.finish_run("two-days", RunStatus.SUCCEEDED, at_ms=old + 10)
     store.start_run("an-hour", "etl", {}, at_ms=recent)
@@ -210,7 +224,7 @@ def _figures(stdout: str) -> dict[str, int]:
 def _left(store: LogStore) -> tuple[list[str], list[str], list[bool]]:
     runs = [r.run_id for r in store.recent_runs()]
     lines = [f"{r}:{line.seq}" for r in ("two-days", "an-hour") for line in store.lines(r)]
-    return runs, lines, [bool(h.report["old"]) for h in store.health_history()]
+    return runs, lines, [bool(h.report["old"]) for h in _health_reports(store)]
 
 
 def test_relaycast_prune_counts_with_dry_run_then_deletes_what_is_older(
@@ -264,7 +278,9 @@ def test_beat_prunes_what_is_older_than_the_retention_days(
     while _left(store) != (["an-hour"], ["an-hour:1", "an-hour:2"], [False]):
         assert time.monotonic() < deadline, _left(store)
         time.sleep(0.5)
-    assert store.last_seqs(["two-days", "an-hour"]) == {"an-hour": 2}
+    assert _first_new_seqs(store, ["two-days", "an-hour"], int(time.time() * 1000)) == {
+        "two-days": 1, "an-hour": 3}
+    assert store.renumbered == 0
     assert "retention: deleted 3 line(s), 1 run(s), 1 run counter(s) and 1 health report(s) " \
            "older than 1 day(s)" in worker.log_tail(200_000)
 
@@ -291,8 +307,8 @@ def test_a_prune_while_a_workflow_logs_loses_none_of_its_lines(
     old = int(time.time() * 1000) - 3 * DAY_MS
     run_id = f"nightly-{uuid.uuid4().hex[:6]}"
     old_runs = [f"old-{i}" for i in range(30)]
-    store.insert_lines([_row(r, seq, old + seq) for r in old_runs for seq in range(1, 1001)]
-                       + [_row(run_id, seq, old + seq) for seq in range(1, 201)])
+    seed_lines(store, [_row(r, seq, old + seq) for r in old_runs for seq in range(1, 1001)]
+                      + [_row(run_id, seq, old + seq) for seq in range(1, 201)])
     for r in [*old_runs, run_id]:
         store.start_run(r, "etl", {}, at_ms=old)
         store.finish_run(r, RunStatus.SUCCEEDED, at_ms=old + 5000)

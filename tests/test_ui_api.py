@@ -18,6 +18,7 @@ import pytest
 import requests
 from conftest import require
 from support.api import ApiServer
+from support.seeding import seed_lines
 from support.servers import RedisServer
 
 from broadcasters.backends import MemoryBackend, RedisBackend
@@ -44,12 +45,12 @@ def database(sqlite_url: str) -> str:
     store.start_run("run-8", "agent", {}, at_ms=now - 1000)
     store.start_run("run-6", "failing", {}, at_ms=now - 9000)
     store.finish_run("run-6", RunStatus.FAILED, "RuntimeError: boom", at_ms=now - 8000)
-    store.insert_lines([{"run_id": "run-7", "seq": i, "ts": now - 5000 + i, "level": "info",
-                         "message": f"line {i}", "data": {"i": i}} for i in range(1, 21)])
-    store.insert_lines([{"run_id": "big", "seq": i, "ts": 1_700_000_000_000 + i,
-                         "level": "warning" if i % 10 == 0 else "info",
-                         "message": f"big line {i} é <b>", "data": {"i": i} if i % 2 else {}}
-                        for i in range(1, BIG_RUN_LINES + 1)])
+    seed_lines(store, [{"run_id": "run-7", "seq": i, "ts": now - 5000 + i, "level": "info",
+                        "message": f"line {i}", "data": {"i": i}} for i in range(1, 21)])
+    seed_lines(store, [{"run_id": "big", "seq": i, "ts": 1_700_000_000_000 + i,
+                        "level": "warning" if i % 10 == 0 else "info",
+                        "message": f"big line {i} é <b>", "data": {"i": i} if i % 2 else {}}
+                       for i in range(1, BIG_RUN_LINES + 1)])
     store.close()
     return sqlite_url
 

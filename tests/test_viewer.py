@@ -23,6 +23,7 @@ import pytest
 from conftest import require
 from support.api import ApiServer, SocketIOServer
 from support.runs import start_run
+from support.seeding import seed_lines
 from support.servers import Soketi, free_port, soketi_available
 from support.workers import CeleryWorker, ForwardingProxy, relaycast_cli
 
@@ -279,9 +280,9 @@ def test_a_page_opened_halfway_through_a_run_merges_history_and_live_without_gap
     store = stack.store()
     try:
         deadline = time.monotonic() + 60
-        while store.last_seqs([run_id]).get(run_id, 0) < 1000 and time.monotonic() < deadline:
+        while store.line_counts([run_id]).get(run_id, (0, 0))[0] < 1000 and time.monotonic() < deadline:
             time.sleep(0.05)
-        stored_when_opened = store.last_seqs([run_id]).get(run_id, 0)
+        stored_when_opened = store.line_counts([run_id]).get(run_id, (0, 0))[0]
     finally:
         store.close()
     assert 1000 <= stored_when_opened < total, "the page opens mid-run"
@@ -512,10 +513,10 @@ def test_a_100000_line_stored_run_is_interactive_within_3s(
     try:
         store.start_run(run_id, "etl", {"rows": total}, at_ms=1_700_000_000_000)
         for start in range(1, total + 1, 10_000):
-            store.insert_lines([{"run_id": run_id, "seq": i, "ts": 1_700_000_000_000 + i,
-                                 "level": "error" if i % 1000 == 0 else levels[i % 10],
-                                 "message": f"record {i} processed", "data": {"i": i, "ok": True}}
-                                for i in range(start, min(start + 10_000, total + 1))])
+            seed_lines(store, [{"run_id": run_id, "seq": i, "ts": 1_700_000_000_000 + i,
+                                "level": "error" if i % 1000 == 0 else levels[i % 10],
+                                "message": f"record {i} processed", "data": {"i": i, "ok": True}}
+                               for i in range(start, min(start + 10_000, total + 1))])
         store.finish_run(run_id, RunStatus.SUCCEEDED, at_ms=1_700_000_000_000 + total)
     finally:
         store.close()
@@ -638,9 +639,9 @@ def test_sign_in_in_the_browser_and_html_in_a_line_renders_as_text(
                "<b>bold</b> & <i>italic</i>"]
     store = stack.store()
     try:
-        store.insert_lines([{"run_id": run_id, "seq": i, "ts": 1_700_000_000_000 + i,
-                             "level": "warning", "message": message, "data": {"html": message}}
-                            for i, message in enumerate(hostile, start=1)])
+        seed_lines(store, [{"run_id": run_id, "seq": i, "ts": 1_700_000_000_000 + i,
+                            "level": "warning", "message": message, "data": {"html": message}}
+                           for i, message in enumerate(hostile, start=1)])
     finally:
         store.close()
     view = viewer(stack.api, signed_in=False)
@@ -689,9 +690,9 @@ def test_every_stored_level_keeps_its_own_label_count_and_filter(
     levels = ["debug", "info", "warning", "error", "critical", "critical"]
     store = stack.store()
     try:
-        store.insert_lines([{"run_id": run_id, "seq": i, "ts": 1_700_000_000_000 + i,
-                             "level": level, "message": f"a {level} line", "data": {}}
-                            for i, level in enumerate(levels, start=1)])
+        seed_lines(store, [{"run_id": run_id, "seq": i, "ts": 1_700_000_000_000 + i,
+                            "level": level, "message": f"a {level} line", "data": {}}
+                           for i, level in enumerate(levels, start=1)])
     finally:
         store.close()
     view = viewer(stack.api)
