@@ -27,6 +27,8 @@ from support.pusher_ws import Subscriber  # noqa: E402
 from support.servers import RedisServer, Soketi, soketi_available  # noqa: E402
 from support.workers import CeleryWorker, ForwardingProxy, project_env  # noqa: E402
 
+from benchmarks.procfs import children_of, rss_kb  # noqa: E402
+
 __all__ = [
     "REPO", "BenchWorker", "ChannelLines", "ForwardingProxy", "Producer", "Progress", "RedisServer",
     "RssSampler", "Soketi", "TimedSubscriber", "gate_counters", "gate_figures", "project_env",
@@ -110,28 +112,6 @@ class BenchWorker(CeleryWorker):
 
     def full_log(self) -> str:
         return self.log_tail(1 << 40)
-
-
-def children_of(pid: int) -> list[int]:
-    try:
-        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
-    except OSError:
-        return []
-    return [int(p) for p in text.split()]
-
-
-# ---------------------------------------------------------------------------------- memory
-
-def rss_kb(pid: int) -> int | None:
-    """VmRSS of ``pid`` in KiB (None when it is gone)."""
-    try:
-        with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as status:
-            for line in status:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-    except (OSError, ValueError):
-        return None
-    return None
 
 
 @dataclass

@@ -34,18 +34,10 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from benchmarks.procfs import status_kb
+
 #: [calls, total ns, calls in progress] per instrumented function of the flusher.
 Timings = dict[str, list[int]]
-
-
-def _vm_kb(field: str) -> int | None:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    except OSError:
-        return None
-    return None
 
 
 def timer_overhead_ns(samples: int = 20_000) -> int:
@@ -292,7 +284,8 @@ def main(argv: list[str] | None = None) -> int:
     result = run(args)
     result.update({"design": args.design, "run_id": args.run_id, "lines": args.lines,
                    "rate": args.rate, "pid": os.getpid(),
-                   "rss_end_kb": _vm_kb("VmRSS"), "rss_peak_kb": _vm_kb("VmHWM")})
+                   "rss_end_kb": status_kb("self", "VmRSS"),
+                   "rss_peak_kb": status_kb("self", "VmHWM")})
     tmp = args.result.with_suffix(".tmp")
     tmp.write_text(json.dumps(result))
     tmp.replace(args.result)

@@ -159,3 +159,38 @@ def everything_but(pattern: str) -> Callable[[list[str]], int | None]:
         return None if any(regex.search(f) for f in frames) else 0
 
     return belongs
+
+
+def profile_summary(profiler: PySpy, designs: list[str]) -> dict[str, Any]:
+    """The benchmark's hot paths, each summarised from the recording it shows up in."""
+    out: dict[str, Any] = {}
+    wanted: list[tuple[str, str, Callable[[list[str]], int | None]]] = []
+    pacing = r"^Pacer\.wait \("
+    if "relaycast" in designs:
+        for kind in ("burst", "sustained"):
+            wanted += [
+                (f"relaycast {kind}: emit path (producer main thread, under the emit loop)",
+                 f"relaycast-{kind}-producer", anchored(r"^_emit_lines_relaycast \(", exclude=pacing)),
+                (f"relaycast {kind}: flusher thread (producer)",
+                 f"relaycast-{kind}-producer", anchored(r"^Emitter\.flush_once \(|^flush_once \(")),
+                (f"relaycast {kind}: broadcast task (worker pool)",
+                 f"relaycast-{kind}-worker", anchored(r"^broadcast \(.*tasks/broadcast\.py")),
+                (f"relaycast {kind}: worker outside the task (Celery, kombu, pool)",
+                 f"relaycast-{kind}-worker", everything_but(r"tasks/broadcast\.py")),
+            ]
+    if "baseline" in designs:
+        wanted += [
+            ("baseline burst: emit path (publish_line.delay)", "baseline-burst-producer",
+             anchored(r"^_emit_lines_baseline \(", exclude=pacing)),
+            ("baseline burst: task (worker pool)", "baseline-burst-worker",
+             anchored(r"^publish_line \(")),
+            ("baseline burst: worker outside the task (Celery, kombu, pool)",
+             "baseline-burst-worker", everything_but(r"^publish_line \(")),
+        ]
+    for name, label, belongs in wanted:
+        # "Outside the task" stacks all start in Celery's entry point: only self costs say anything.
+        summary = summarize(profiler.stacks(label), belongs,
+                            inclusive_top=0 if "outside the task" in name else None)
+        if summary["samples"]:
+            out[name] = summary
+    return out

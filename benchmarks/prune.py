@@ -22,20 +22,18 @@ every old line is gone. Target: p99 during the prune under 100 ms.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 from benchmarks.report import percentile
+from benchmarks.unwind import cleanup_stack
 
 ADMIN_URL = os.environ.get("RELAYCAST_BENCH_POSTGRES",
                            "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
@@ -185,10 +183,6 @@ def seed(url: str, lines: int, now_ms: int) -> dict[str, float]:
 
 # ---------------------------------------------------------------------------------- the run
 
-class _Stop(KeyboardInterrupt):
-    pass
-
-
 def _latency(flushes: list[list[float]], start: float, end: float) -> dict[str, Any]:
     window = sorted(ms for wall, ms, _ in flushes if start <= wall < end)
     return {"flushes": len(window), "p50_ms": percentile(window, 50),
@@ -205,7 +199,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     report: dict[str, Any] = {"setup": {"lines": args.lines, "rate": args.rate,
                                         "batch_lines": args.batch_lines,
                                         "pause_ms": args.pause_ms, "cpus": os.cpu_count()}}
-    with contextlib.ExitStack() as stack:
+    with cleanup_stack() as stack:
         url = create_database()
         stack.callback(drop_database, url)
         _say(f"created the PostgreSQL database {url.rsplit('/', 1)[-1]}")
@@ -312,11 +306,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.writer:
         return write(args.writer, args.run_id, args.rate, args.out)
 
-    def stop(signum: int, _frame: FrameType | None) -> None:
-        raise _Stop(f"signal {signum}")
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, stop)
     from sqlalchemy.exc import OperationalError
 
     try:
