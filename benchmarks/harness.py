@@ -93,16 +93,12 @@ class TimedSubscriber(Subscriber):
 # ---------------------------------------------------------------------------------- workers
 
 class BenchWorker(CeleryWorker):
-    """``celery -A tasks worker`` as the tests start it, plus ``extra_args`` (e.g. ``-I``)."""
+    """``celery -A relaycast worker`` as the tests start it, plus ``extra_args`` (e.g. ``-I``)."""
 
     def __init__(self, env: dict[str, str], queues: str, concurrency: int, name: str,
                  extra_args: list[str] | None = None) -> None:
-        super().__init__(env, queues=queues, concurrency=concurrency, name=name)
-        self.extra_args = list(extra_args or [])
-
-    def _spawn(self, cmd: list[str], workdir: Path,
-               env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-        return super()._spawn([*cmd, *self.extra_args], workdir, env)
+        super().__init__(env, queues=queues, concurrency=concurrency, name=name,
+                         extra_args=tuple(extra_args or ()))
 
     def pids(self) -> list[int]:
         """The main process and its pool processes."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AliasChoices,
@@ -20,7 +20,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from config.durations import parse_duration_s
 
@@ -136,9 +136,14 @@ class Settings(BaseSettings):
     )
     order_wait_ms: int = Field(2000, ge=0, le=60_000, validation_alias=_env("RELAYCAST_ORDER_WAIT_MS"))
     admin_token: SecretStr | None = Field(None, validation_alias=_env("RELAYCAST_ADMIN_TOKEN"))
+    #: The CLI's own log level (``relaycast ...`` commands); workers log as Celery says.
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", validation_alias=_env("RELAYCAST_LOG_LEVEL")
     )
+    #: Modules holding the user's workflows (``acme.jobs,acme.reports``), imported by the
+    #: worker, beat, the CLI and the API; ``workflows.examples`` registers the examples.
+    workflows: Annotated[tuple[str, ...], NoDecode] = Field(
+        (), validation_alias=_env("RELAYCAST_WORKFLOWS"))
 
     # Occupancy: publish only what someone watches -----------------------------------------
     #: "webhooks": skip a run's lines while nobody is subscribed to its channel (known from
@@ -254,6 +259,17 @@ class Settings(BaseSettings):
         if name not in PROVIDERS:
             raise ValueError(f"mirror to a live provider ({', '.join(PROVIDERS)}), not {name!r}")
         return name
+
+    @field_validator("workflows", mode="before")
+    @classmethod
+    def _module_names(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        names = tuple(name.strip() for name in value.split(",") if name.strip())
+        for name in names:
+            if not all(part.isidentifier() for part in name.split(".")):
+                raise ValueError(f"{name!r} is not a module name (e.g. acme.jobs,acme.reports)")
+        return names
 
     @field_validator("database_url")
     @classmethod

@@ -1,4 +1,5 @@
-"""The Celery app: ``celery -A tasks worker -Q broadcast,workflows``.
+"""The Celery app: ``celery -A relaycast worker -Q broadcast,workflows`` (``-A tasks`` works
+too, where no ``tasks.py`` of the user's shadows this package).
 
 Choices, and why:
 
@@ -27,7 +28,13 @@ Choices, and why:
   process's memory for the in-process demo, else the SQL database. Only steps of a canvas
   store results.
 * **Wiring.** Importing this module hands the emitter of every process its ``enqueue``
-  (publish one broadcast task): the ``workflows`` package never imports Celery's app.
+  (publish one broadcast task): the ``workflows`` package never imports Celery's app. A
+  process that did not import it finds :func:`emitter_factory` by name (the entry point
+  ``relaycast.emitter`` / ``celery``) on its first flush, when a broker is configured.
+* **The user's workflows.** The modules in ``RELAYCAST_WORKFLOWS`` are imported once the app
+  exists (the current directory first, as for ``-A``), in the worker, beat and any process
+  that builds the app; a module that fails stops start-up with one line naming it. The
+  examples register only where asked (``workflows.examples`` in that list).
 """
 
 from __future__ import annotations
@@ -35,7 +42,7 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 from celery import Celery
 from celery.signals import worker_process_init
@@ -46,6 +53,7 @@ from config import ConfigError, Settings, load_settings
 from workflows import process
 from workflows.base import RUN_FINISHED_TASK
 from workflows.emitter import Emitter
+from workflows.registry import import_workflows
 
 logger = logging.getLogger(__name__)
 
@@ -71,7 +79,7 @@ def create_app(settings: Settings) -> Celery:
     broker = settings.broker_url or "memory://localhost/"
     app = Celery("relaycast", broker=broker,
                  include=["tasks.broadcast", "tasks.health", "tasks.sweep", "tasks.occupancy",
-                          "tasks.prune", "workflows.base", "workflows.examples"])
+                          "tasks.prune", "workflows.base"])
     transport_options: dict[str, object] = {"visibility_timeout": settings.visibility_timeout_s}
     if broker.startswith("memory://"):
         transport_options["polling_interval"] = 0.01
@@ -145,17 +153,25 @@ def emitter_factory(settings: Settings) -> Callable[[], Emitter]:
     return build
 
 
-def _load() -> Celery:
+def _stop(exc: ConfigError) -> NoReturn:
+    print(f"relaycast: {exc}", file=sys.stderr)
+    raise SystemExit(2) from None
+
+
+def _load() -> tuple[Settings, Celery]:
     try:
         settings = load_settings()
     except ConfigError as exc:
-        print(f"relaycast: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
+        _stop(exc)
     process.configure(emitter_factory(settings))
-    return create_app(settings)
+    return settings, create_app(settings)
 
 
-app = _load()
+_settings, app = _load()
+try:
+    import_workflows(_settings.workflows)
+except ConfigError as exc:
+    _stop(exc)
 
 
 @worker_process_init.connect

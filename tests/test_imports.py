@@ -1,5 +1,6 @@
 """Imports go one way: config ← broadcasters ← workflows ← tasks ← relaycast.api ← relaycast (the
-public surface and the CLI) ← benchmarks.
+public surface and the CLI) ← benchmarks; ``relaycast._layout`` (which finds a user's module
+shadowing relaycast's packages, so it must import none of them) sits below them all.
 
 Every import counts, those inside functions too: an import hidden in a function still ties
 the two layers together. A layer is handed what it needs from the layer that wires it (the
@@ -15,7 +16,8 @@ import pytest
 from support.workers import run_python
 
 REPO = Path(__file__).resolve().parents[1]
-LAYERS = ("config", "broadcasters", "workflows", "tasks", "relaycast.api", "relaycast", "benchmarks")
+LAYERS = ("relaycast._layout", "config", "broadcasters", "workflows", "tasks", "relaycast.api",
+          "relaycast", "benchmarks")
 
 
 def _layer(module: str) -> str | None:

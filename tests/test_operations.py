@@ -14,7 +14,7 @@ import pytest
 import requests
 import yaml
 from support.servers import _ChildProcess, free_port
-from support.workers import CeleryWorker, project_env
+from support.workers import CeleryWorker, project_env, with_examples
 
 from config import load_settings
 from config.settings import Settings
@@ -69,7 +69,8 @@ def test_flower_lists_a_worker_consuming_broadcast_and_readable_tasks(
         assert {"broadcast", "workflows"} <= queues
 
         run = subprocess.run([sys.executable, "-m", "relaycast", "run", "agent", "--param",
-                              "steps=2", "--param", "delay_ms=1"], env=project_env(env),
+                              "steps=2", "--param", "delay_ms=1"],
+                             env=project_env(with_examples(env)),
                              capture_output=True, text=True, timeout=60, check=False)
         assert run.returncode == 0, run.stderr
         tasks: dict[str, Any] = {}
@@ -114,7 +115,7 @@ def test_compose_commands_name_real_entry_points() -> None:
     for name in RELAYCAST_SERVICES:
         argv = services[name]["command"]
         if argv[0] == "celery":
-            assert argv[1:3] == ["-A", "tasks"], name
+            assert argv[1:3] == ["-A", "relaycast"], name
             help_run = subprocess.run([sys.executable, "-m", "celery", *argv[1:4], "--help"],
                                       capture_output=True, text=True, timeout=60, check=False,
                                       env=project_env({}), cwd=REPO)

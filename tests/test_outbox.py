@@ -94,4 +94,4 @@ def test_without_a_broadcast_queue_wired_it_says_so_once_and_counts(
     assert outbox.not_broadcast == 20
     warnings = [r.getMessage() for r in caplog.records if "no broadcast queue" in r.getMessage()]
     assert len(warnings) == 1
-    assert "import tasks" in warnings[0]
+    assert "CELERY_BROKER_URL or REDIS_URL" in warnings[0]

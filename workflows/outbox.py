@@ -110,9 +110,9 @@ class Outbox:
             return
         if not self._warned_unwired:
             self._warned_unwired = True
-            logger.warning("relaycast emitter: no broadcast queue is wired in this process "
-                           "(`import tasks`, or run under `celery -A tasks`): lines are stored "
-                           "in SQL, not broadcast live")
+            logger.warning("relaycast emitter: no broadcast queue in this process (no broker: "
+                           "set CELERY_BROKER_URL or REDIS_URL): lines are stored in SQL, not "
+                           "broadcast live")
         while self._waiting:
             _, batch, lines = self._waiting.popleft()
             self.not_broadcast += lines

@@ -27,10 +27,12 @@ from broadcasters.base import encode_json
 from broadcasters.factory import build_state
 from broadcasters.wire import Channels, InvalidRunId
 from config import Settings
+from relaycast._layout import ensure_ours
 from relaycast.api import webhooks
 from relaycast.api.auth import Auth
 from relaycast.api.ui import build_router, sent_per_minute
 from tasks.reporting import current_report
+from workflows.registry import import_workflows
 from workflows.store import store_for
 
 MAX_PAGE = 10_000
@@ -46,6 +48,10 @@ class SafeJSONResponse(JSONResponse):
 
 
 def create_app(settings: Settings) -> FastAPI:
+    """The API for ``settings``; the user's workflow modules (``RELAYCAST_WORKFLOWS``) are
+    imported first (:class:`ConfigError` naming one that fails)."""
+    ensure_ours()
+    import_workflows(settings.workflows)
     app = FastAPI(title="relaycast", version="0.1.0", docs_url=None, redoc_url=None,
                   openapi_url=None, default_response_class=SafeJSONResponse)
     state = build_state(settings)

@@ -10,7 +10,8 @@ Pages (sign-in flow in :mod:`api.auth`):
 
 JSON and downloads (bearer token or session cookie):
 
-* ``GET /runs?limit=&status=``: recent runs, newest first, with their line counts;
+* ``GET /runs?limit=&status=&workflow=``: recent runs, newest first, with their line counts;
+* ``GET /workflows``: the workflows registered (``RELAYCAST_WORKFLOWS``), with parameters;
 * ``GET /runs/{run_id}``: one run's status;
 * ``GET /runs/{run_id}/logs.ndjson`` and ``.txt``: every stored line, streamed page by page.
 
@@ -39,6 +40,7 @@ from broadcasters.wire import Channels
 from config import Settings
 from relaycast.api.auth import PAGE_HEADERS, Auth
 from workflows.models import LogLine, Run, RunStatus
+from workflows.registry import describe, known
 from workflows.store import LogStore, store_for
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
@@ -194,10 +196,17 @@ def build_router(settings: Settings, state: SharedState, auth: Auth) -> APIRoute
 
     @router.get("/runs", dependencies=guard)
     def list_runs(limit: Annotated[int, Query(ge=1, le=500)] = 50,
-                  status: RunStatus | None = None) -> dict[str, Any]:
-        runs = store().recent_runs(limit, status)
+                  status: RunStatus | None = None,
+                  workflow: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
+                  ) -> dict[str, Any]:
+        runs = store().recent_runs(limit, status, workflow)
         counts = store().line_counts(r.run_id for r in runs)
         return {"runs": [_run_json(r.run_id, r, counts.get(r.run_id), channels) for r in runs]}
+
+    @router.get("/workflows", dependencies=guard)
+    def list_workflows() -> dict[str, Any]:
+        """The workflows this API knows (``RELAYCAST_WORKFLOWS``), as ``relaycast workflows``."""
+        return {"workflows": [describe(name) for name in known()]}
 
     @router.get("/runs/{run_id}", dependencies=guard)
     def one_run(run_id: str) -> dict[str, Any]:

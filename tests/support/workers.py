@@ -1,4 +1,7 @@
-"""Real ``celery -A tasks worker`` subprocesses, and a slow forwarding proxy for provider calls."""
+"""Real ``celery -A relaycast worker`` subprocesses, and a slow forwarding proxy for provider calls.
+
+Workers, beat and the CLI get ``RELAYCAST_WORKFLOWS=workflows.examples`` unless a test says
+otherwise (production registers no examples): most tests run the example workflows."""
 
 from __future__ import annotations
 
@@ -19,13 +22,25 @@ import requests
 
 from support.servers import REPO_ROOT, _ChildProcess
 
+#: Celery's console script, as the README runs it (``python -m celery`` would also put the
+#: current directory first on sys.path for the whole process).
+CELERY = str(Path(sys.executable).parent / "celery")
 _PROJECT_PREFIXES = ("PUSHER_", "ABLY_", "RELAYCAST_", "REDIS_URL", "DATABASE_URL", "CELERY_")
+
+
+#: The workflows tests' workers and CLI know unless a test names others.
+EXAMPLES = {"RELAYCAST_WORKFLOWS": "workflows.examples"}
 
 
 def project_env(overrides: dict[str, str]) -> dict[str, str]:
     """This process's environment without relaycast variables, plus ``overrides``."""
     base = {k: v for k, v in os.environ.items() if not k.startswith(_PROJECT_PREFIXES)}
     return {**base, **overrides}
+
+
+def with_examples(env: dict[str, str]) -> dict[str, str]:
+    """``env`` knowing the example workflows, unless it names its own."""
+    return {**EXAMPLES, **env}
 
 
 def run_python(*argv: str, env: dict[str, str], cwd: Path | None = None,
@@ -45,8 +60,9 @@ def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
 
 def relaycast_cli(*args: str, env: dict[str, str], cwd: Path | None = None,
                   timeout_s: float = 60) -> subprocess.CompletedProcess[str]:
-    """The ``relaycast`` command line in a subprocess."""
-    return run_python("-m", "relaycast", *args, env=env, cwd=cwd, timeout_s=timeout_s)
+    """The ``relaycast`` command line in a subprocess (knowing the examples)."""
+    return run_python("-m", "relaycast", *args, env=with_examples(env), cwd=cwd,
+                      timeout_s=timeout_s)
 
 
 class _Startable(Protocol):
@@ -72,14 +88,18 @@ class Started:
 
 
 class CeleryWorker(_ChildProcess):
-    """``celery -A tasks worker`` with its own environment; waits until it is ready."""
+    """``celery -A relaycast worker`` with its own environment (knowing the examples unless
+    ``env`` names RELAYCAST_WORKFLOWS); waits until it is ready."""
 
     _name = "worker"
 
     def __init__(self, env: dict[str, str], queues: str = "broadcast,workflows",
-                 concurrency: int = 2, name: str = "w1", pool: str = "prefork") -> None:
+                 concurrency: int = 2, name: str = "w1", pool: str = "prefork",
+                 cwd: Path | None = None, extra_args: tuple[str, ...] = ()) -> None:
         super().__init__()
-        self.env = project_env(env)
+        self.env = project_env(with_examples(env))
+        self.cwd = cwd
+        self.extra_args = extra_args
         self.queues = queues
         self.concurrency = concurrency
         self.name = name
@@ -90,11 +110,11 @@ class CeleryWorker(_ChildProcess):
             return
         workdir = self._new_workdir()
         self._spawn([
-            sys.executable, "-m", "celery", "-A", "tasks", "worker",
+            CELERY, "-A", "relaycast", "worker",
             "-Q", self.queues, "-c", str(self.concurrency), "-P", self.pool,
             "-n", f"{self.name}@%h", "--without-gossip", "--without-mingle",
-            "--without-heartbeat", "-l", "INFO", "-E",
-        ], workdir, env=self.env)
+            "--without-heartbeat", "-l", "INFO", "-E", *self.extra_args,
+        ], self.cwd or workdir, env=self.env)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if " ready." in self.log_tail(200_000):
@@ -217,17 +237,17 @@ class ForwardingProxy:
 
 
 class CeleryBeat(_ChildProcess):
-    """``celery -A tasks beat`` with its own schedule file."""
+    """``celery -A relaycast beat`` with its own schedule file."""
 
     _name = "beat"
 
     def __init__(self, env: dict[str, str]) -> None:
         super().__init__()
-        self.env = project_env(env)
+        self.env = project_env(with_examples(env))
 
     def start(self, timeout_s: float = 30.0) -> None:
         workdir = self._new_workdir()
-        self._spawn([sys.executable, "-m", "celery", "-A", "tasks", "beat", "-l", "INFO",
+        self._spawn([CELERY, "-A", "relaycast", "beat", "-l", "INFO",
                      "-s", str(workdir / "schedule")], workdir, env=self.env)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
@@ -239,5 +259,5 @@ class CeleryBeat(_ChildProcess):
         raise self._fail(TimeoutError, f"celery beat not started within {timeout_s}s")
 
 
-__all__ = ["REPO_ROOT", "CeleryBeat", "CeleryWorker", "ForwardingProxy", "one_line_error",
-           "project_env", "relaycast_cli", "run_python"]
+__all__ = ["CELERY", "EXAMPLES", "REPO_ROOT", "CeleryBeat", "CeleryWorker", "ForwardingProxy",
+           "one_line_error", "project_env", "relaycast_cli", "run_python", "with_examples"]

@@ -14,11 +14,15 @@ from workflows.store.base import StoreBase
 class Viewer(StoreBase):
     """The recent runs and their line counts."""
 
-    def recent_runs(self, limit: int = 50, status: RunStatus | None = None) -> list[Run]:
-        """The ``limit`` most recently started runs, newest first (only ``status`` ones if given)."""
+    def recent_runs(self, limit: int = 50, status: RunStatus | None = None,
+                    workflow: str | None = None) -> list[Run]:
+        """The ``limit`` most recently started runs, newest first (only ``status`` ones, and
+        only runs of ``workflow``, if given)."""
         query = select(Run).order_by(Run.started_at.desc(), Run.run_id).limit(limit)
         if status is not None:
             query = query.where(Run.status == status)
+        if workflow is not None:
+            query = query.where(Run.workflow == workflow)
         with Session(self.engine) as session:
             return list(session.scalars(query))
 

@@ -61,11 +61,29 @@ function fillRow(tr, run) {
   lines.textContent = num(run.lines || 0);
 }
 
+/** The workflow filter's choices: the workflows the API knows, and any a run shows. */
+const workflowNames = new Set();
+
+function addWorkflowChoices(names) {
+  const select = $("workflow-filter");
+  for (const name of names) {
+    if (!name || workflowNames.has(name)) continue;
+    workflowNames.add(name);
+    const option = document.createElement("option");
+    option.value = name;
+    option.textContent = name;
+    const after = [...select.options].slice(1).find((o) => o.value > name);
+    select.insertBefore(option, after || null);
+  }
+}
+
 function renderRuns(animate = true) {
   const filter = $("status-filter").value;
+  const workflow = $("workflow-filter").value;
   const body = $("runs-body");
   const ordered = [...runs.values()]
     .filter((r) => !filter || r.status === filter)
+    .filter((r) => !workflow || r.workflow === workflow)
     .sort((a, b) => (b.started_at || 0) - (a.started_at || 0))
     .slice(0, RUNS_LIMIT);
   if (!ordered.length) {
@@ -74,7 +92,9 @@ function renderRuns(animate = true) {
     tr.className = "empty-row";
     const td = cell(tr, "");
     td.colSpan = 6;
-    td.textContent = filter ? `No ${filter} runs.` : "No runs yet. Start one: relaycast run etl";
+    td.textContent = filter || workflow
+      ? `No ${[filter, workflow].filter(Boolean).join(" ")} runs.`
+      : "No runs yet. Start one: relaycast run WORKFLOW (relaycast workflows lists them)";
     body.appendChild(tr);
     return;
   }
@@ -128,8 +148,10 @@ async function loadRuns() {
       reloadAgain = false;
       const animate = loadedOnce; // rows of the first load are not "new"
       try {
-        const answer = await getJson("runs", { limit: RUNS_LIMIT });
+        const workflow = $("workflow-filter").value;
+        const answer = await getJson("runs", workflow ? { limit: RUNS_LIMIT, workflow } : { limit: RUNS_LIMIT });
         merge(answer.runs);
+        addWorkflowChoices(answer.runs.map((r) => r.workflow));
         loadedOnce = true;
         hideNotice("runs");
       } catch (error) {
@@ -153,6 +175,7 @@ function onAdminEvent(event) {
       ...known, run_id: id, workflow: event.workflow, status: "running", started_at: event.ts,
       finished_at: null, duration_s: null, error: null, lines: known.lines || 0,
     });
+    addWorkflowChoices([event.workflow]);
   } else if ((event.type === "finished" || event.type === "failed") && id) {
     const known = runs.get(id) || { run_id: id, workflow: event.workflow, lines: 0 };
     runs.set(id, {
@@ -347,6 +370,11 @@ async function loadStatus() {
 // Wiring -------------------------------------------------------------------------------------
 
 $("status-filter").addEventListener("change", renderRuns);
+$("workflow-filter").addEventListener("change", () => {
+  renderRuns();
+  loadRuns(); // older runs of that workflow, beyond the latest of all
+});
+getJson("workflows").then((answer) => addWorkflowChoices(answer.workflows.map((w) => w.name)), () => {});
 
 const admin = connectAdminEvents(onAdminEvent, {
   onState: (report) => {
