@@ -5,7 +5,7 @@
 
 Everything runs on this machine, on loopback, started and stopped by the benchmark: a
 private redis-server (broker and shared state), soketi (the Pusher protocol, 10 KB event
-limit like Pusher Channels), SQLite in a temporary directory, one ``celery -A tasks
+limit like Pusher Channels), SQLite in a temporary directory, one ``celery -A relaycast
 worker`` per design (prefork, concurrency 2 by default) and a WebSocket subscriber playing
 the browser. Each design runs two phases, each with a fresh producer process:
 

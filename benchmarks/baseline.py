@@ -8,7 +8,7 @@ The Pusher client is built once per worker process (after the fork) and reused, 
 baseline keeps its HTTP connection alive: a fairer (faster) baseline than building a
 client per call.
 
-Loaded into a worker with ``celery -A tasks worker -Q baseline -I benchmarks.baseline``.
+Loaded into a worker with ``celery -A relaycast worker -Q baseline -I benchmarks.baseline``.
 """
 
 from __future__ import annotations

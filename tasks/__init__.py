@@ -1,4 +1,5 @@
-"""Celery tasks: ``celery -A tasks worker -Q broadcast,workflows``, ``celery -A tasks beat``.
+"""Celery tasks: ``celery -A relaycast worker -Q broadcast,workflows`` (or ``-A tasks``),
+``celery -A relaycast beat``.
 
 ``tasks.app`` is the Celery app, built on first access (PEP 562), so that importing a
 module of this package that does not need it (``tasks.reporting``, used by the API and
