@@ -14,6 +14,11 @@ yet), the run goes on, out of order for that once — clients still merge by seq
 history has every line. A batch that failed still moves the gate (its retry is late
 anyway), and so does one whose lines were skipped.
 
+**Lanes.** The gate orders *lanes*, each with a key and a seq range: a run's lines (key: the
+run id) and a stream of application events (key ``app/{stream}``: one process's events on
+one channel, numbered by its outbox; ``/`` never occurs in a run id). One mechanism, one key
+space: :func:`run_span` and the broadcast task's app lanes say what each one covers.
+
 **Not for everything.** Retries, sweeps and replays publish old lines and never wait. A run
 whose gate expired (idle for a day) waits the bound once.
 
@@ -27,14 +32,25 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from broadcasters.backends import StateUnavailable
 from broadcasters.state import SharedState, bucket_of
 from broadcasters.wire import RunLines
 
+T = TypeVar("T")
+#: (gate key, first seq, last seq) of a lane; None for an empty one (nothing to order).
+Span = tuple[str, int, int] | None
+
 GATE_TTL_S = 86_400
 #: Bucket upper bounds (ms) of the gate-wait histogram kept in the pipeline counters.
 WAIT_BUCKETS_MS = (0, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
+
+
+def run_span(run: RunLines) -> Span:
+    """A run's lines: its gate is keyed by the run id."""
+    events = run["events"]
+    return (run["run_id"], int(events[0]["seq"]), int(events[-1]["seq"])) if events else None
 
 
 @dataclass
@@ -63,60 +79,63 @@ class RunGate:
         self._clock = clock
         self._sleep = sleep
 
-    def _positions(self, run_ids: Sequence[str]) -> dict[str, int] | None:
-        """Each run's gate (-1: none yet); None when the shared state is unreachable."""
+    def _positions(self, keys: Sequence[str]) -> dict[str, int] | None:
+        """Each lane's gate (-1: none yet); None when the shared state is unreachable."""
         try:
-            raw = self.state.backend.get_many([f"gate:{r}" for r in run_ids])
+            raw = self.state.backend.get_many([f"gate:{k}" for k in keys])
         except StateUnavailable as exc:
             self.state.note_unavailable("read ordering gates", exc)
             return None
-        return {r: int(v) if v is not None else -1 for r, v in zip(run_ids, raw, strict=True)}
+        return {k: int(v) if v is not None else -1 for k, v in zip(keys, raw, strict=True)}
 
-    def passed(self, runs: Sequence[RunLines]) -> None:
-        """These lines have had their turn: let the lines after them go (one round trip)."""
+    def passed(self, lanes: Sequence[T], span: Callable[[T], Span] = run_span) -> None:  # type: ignore[assignment]
+        """These lanes have had their turn: let the ones after them go (one round trip)."""
         last: dict[str, int] = {}
-        for run in runs:
-            if run["events"]:
-                key = f"gate:{run['run_id']}"
-                last[key] = max(last.get(key, -1), int(run["events"][-1]["seq"]))
+        for lane in lanes:
+            covers = span(lane)
+            if covers is not None:
+                key = f"gate:{covers[0]}"
+                last[key] = max(last.get(key, -1), covers[2])
         try:
             self.state.backend.set_max_many(last, GATE_TTL_S)
         except StateUnavailable as exc:
             self.state.note_unavailable("move an ordering gate", exc)
 
-    def turns(self, runs: Sequence[RunLines], stats: GateStats | None = None
-              ) -> Iterator[list[RunLines]]:
-        """Yield groups of ``runs`` whose turn has come, waiting (bounded) for the others.
+    def turns(self, lanes: Sequence[T], stats: GateStats | None = None,
+              span: Callable[[T], Span] = run_span) -> Iterator[list[T]]:  # type: ignore[assignment]
+        """Yield groups of ``lanes`` whose turn has come, waiting (bounded) for the others.
 
         The caller publishes each group, then calls :meth:`passed` with it.
         """
         stats = stats if stats is not None else GateStats()
-        waiting = [run for run in runs if run["events"]]
+        spans = {id(lane): covers for lane in lanes if (covers := span(lane)) is not None}
+        waiting = [lane for lane in lanes if id(lane) in spans]
         if self.wait_s <= 0 or not waiting:
             if waiting:
                 yield waiting
             return
         started = self._clock()
         deadline = started + self.wait_s
+        ready: list[T]
         while waiting:
-            positions = self._positions([run["run_id"] for run in waiting])
+            positions = self._positions(list(dict.fromkeys(spans[id(lane)][0] for lane in waiting)))
             if positions is None:  # fail open
                 ready, waiting = waiting, []
             else:
-                ready = [run for run in waiting
-                         if _first(run) == 1 or positions[run["run_id"]] >= _first(run) - 1]
-                waiting = [run for run in waiting if run not in ready]
+                ready = []
+                later: list[T] = []
+                for lane in waiting:
+                    key, first, _ = spans[id(lane)]
+                    (ready if first == 1 or positions[key] >= first - 1 else later).append(lane)
+                waiting = later
                 if waiting and not ready and self._clock() >= deadline:
                     stats.timeouts += len(waiting)
                     ready, waiting = waiting, []
             if ready:
                 stats.turns += 1
-                stats.runs.extend(run["run_id"] for run in ready)
+                stats.runs.extend(spans[id(lane)][0] for lane in ready)
                 stats.waited_s = self._clock() - started
                 yield ready
             elif waiting:
                 self._sleep(self.poll_s)
 
-
-def _first(run: RunLines) -> int:
-    return int(run["events"][0]["seq"])

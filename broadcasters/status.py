@@ -80,6 +80,12 @@ class PipelineHealth(BaseModel):
     #: messages (so the quota) that saved.
     unwatched_lines_today: int = 0
     unwatched_messages_today: int = 0
+    #: Application events (``relaycast.broadcast``): delivered; attempts that did not deliver
+    #: them (retried, or given up); given up for good (logged by the worker, stored nowhere).
+    app_events_sent_last_hour: int = 0
+    app_events_failed_last_hour: int = 0
+    app_events_dead_lettered_interval: int = 0
+    app_events_dead_lettered_last_hour: int = 0
     errors: list[str] = Field(default_factory=list)
 
 
@@ -209,6 +215,9 @@ def build_report(settings: Settings, state: SharedState, pipeline: PipelineHealt
                                "run's lines")
     if pipeline.dead_lettered_interval:
         report.problems.append(f"{pipeline.dead_lettered_interval} batch(es) dead-lettered")
+    if pipeline.app_events_dead_lettered_interval:
+        report.problems.append(f"{pipeline.app_events_dead_lettered_interval} app event(s) "
+                               "dead-lettered")
     if pipeline.lines_dropped_interval:
         report.problems.append(f"{pipeline.lines_dropped_interval} line(s) dropped by emitters")
     stuck_after_s = max(60.0, 2 * settings.health_interval_s)
@@ -260,6 +269,11 @@ def render_table(report: HealthReport) -> str:
     depth = "-" if p.broadcast_queue_depth is None else str(p.broadcast_queue_depth)
     lines.append(f"pipeline: queue depth {depth}, oldest unbroadcast line {oldest}, dropped "
                  f"{p.lines_dropped_last_hour}/1h, dead-lettered {p.dead_lettered_last_hour}/1h")
+    if p.app_events_sent_last_hour or p.app_events_failed_last_hour or \
+            p.app_events_dead_lettered_last_hour:
+        lines.append(f"app events: sent {p.app_events_sent_last_hour}/1h, failed "
+                     f"{p.app_events_failed_last_hour}/1h, dead-lettered "
+                     f"{p.app_events_dead_lettered_last_hour}/1h")
     if report.active_broadcaster:
         lines.append(f"active broadcaster: {report.active_broadcaster}")
     if p.occupancy != "off":

@@ -8,6 +8,10 @@
   in seq order) and its admin events.
 * Message ids: ``{run_id}:{first_seq}-{last_seq}``, stable across retries, so a provider's
   idempotent publishing and a client's de-duplication line up.
+* Application channels (``relaycast.broadcast(channel, event, data)``): ``{prefix}{channel}``
+  for any ``channel`` Pusher allows that is not one of relaycast's own; each event is one
+  :class:`AppMessage` with the id ``app/{stream}/{seq}`` (``/`` never occurs in a run id, so
+  no log message id can look like one).
 
 Run ids become part of a channel name, so they may only hold the characters Pusher allows
 there; :meth:`Channels.validate_run_id` says which when one does not.
@@ -37,6 +41,17 @@ MAX_CHANNEL_CHARS = 164
 #: The width of the ``run_id`` columns in SQL.
 MAX_RUN_ID_CHARS = 128
 _LOGS = "logs-"
+#: relaycast's admin channels (``admin-events``, ``admin-health``) and any it adds later.
+_ADMIN = "admin-"
+#: Pusher's limit on an event name.
+MAX_EVENT_NAME_CHARS = 200
+#: Event names a transport keeps for itself: Pusher's (prefixes) and Socket.IO's (names), which
+#: a browser's connector would never hand to a listener.
+RESERVED_EVENT_PREFIXES = ("pusher:", "pusher_internal:")
+RESERVED_EVENT_NAMES = frozenset({"connect", "connect_error", "disconnect", "disconnecting",
+                                  "newListener", "removeListener"})
+#: The id of an application event's message starts with this.
+APP_ID_PREFIX = "app/"
 
 
 T = TypeVar("T")
@@ -44,6 +59,10 @@ T = TypeVar("T")
 
 class InvalidRunId(ValueError):
     """A run id that cannot be part of a channel name."""
+
+
+class InvalidAppChannel(ValueError):
+    """An application channel name Pusher would refuse, or one of relaycast's own."""
 
 
 @dataclass(frozen=True)
@@ -78,6 +97,37 @@ class Channels:
     def is_ours(self, channel: str) -> bool:
         """One of relaycast's channels: a run's logs, admin events or health."""
         return channel in (self.admin_events, self.admin_health) or self.run_id_of(channel) is not None
+
+    def _app_problem(self, name: object) -> str | None:
+        """Why ``name`` cannot be an application channel (None: it can)."""
+        if not isinstance(name, str) or not _RUN_ID.fullmatch(name):
+            return f"use only {RUN_ID_CHARS} (at least one)"
+        full = self.prefix + name
+        if len(full) > MAX_CHANNEL_CHARS:
+            return (f"with the prefix {self.prefix!r} it is {len(full)} characters; Pusher allows "
+                    f"{MAX_CHANNEL_CHARS}")
+        if name.startswith((_LOGS, _ADMIN)):
+            return ("logs-* and admin-* are relaycast's own channels (a run's logs, admin-events, "
+                    "admin-health)")
+        if full.startswith("private-encrypted-"):
+            return "private-encrypted- channels are not supported"
+        return None
+
+    def app(self, name: str) -> str:
+        """The channel an application's events named ``name`` go on: ``{prefix}{name}``;
+        :class:`InvalidAppChannel` saying why when it cannot be one."""
+        problem = self._app_problem(name)
+        if problem is not None:
+            raise InvalidAppChannel(f"invalid channel {name!r}: {problem}")
+        return self.prefix + name
+
+    def app_name_of(self, channel: str) -> str | None:
+        """The application's name for ``channel`` (without the prefix); None when it is not an
+        application channel (relaycast's own, another prefix, or not a valid name)."""
+        if not channel.startswith(self.prefix):
+            return None
+        name = channel[len(self.prefix):]
+        return name if self._app_problem(name) is None else None
 
     @property
     def max_run_id_chars(self) -> int:
@@ -132,6 +182,41 @@ class AdminMessage(TypedDict):
     id: str
 
 
+class AppMessage(TypedDict):
+    """One application event (``broadcast(channel, event, data)``): ``payload`` is its data as
+    JSON text, checked at the call. ``stream`` names the emitting process's events on this
+    channel, numbered by ``seq`` (1, 2, ...): the ordering gate's key, as a run id is for
+    lines."""
+
+    channel: str
+    event: str
+    payload: str
+    id: str
+    stream: str
+    seq: int
+
+
+def app_message_id(stream: str, seq: int) -> str:
+    return f"{APP_ID_PREFIX}{stream}/{seq}"
+
+
+def is_app_message_id(message_id: str) -> bool:
+    return message_id.startswith(APP_ID_PREFIX)
+
+
+def event_name_problem(event: object) -> str | None:
+    """Why ``event`` cannot name an application event (None: it can)."""
+    if not isinstance(event, str) or not event:
+        return "it must be a non-empty string"
+    if len(event) > MAX_EVENT_NAME_CHARS:
+        return f"it is {len(event)} characters; Pusher allows {MAX_EVENT_NAME_CHARS}"
+    if event.startswith(RESERVED_EVENT_PREFIXES) or event in RESERVED_EVENT_NAMES:
+        return ("pusher:* and pusher_internal:* (Pusher's), and connect, connect_error, "
+                "disconnect, disconnecting, newListener, removeListener (Socket.IO's) are "
+                "reserved")
+    return None
+
+
 class Batch(TypedDict):
     """The broadcast task's argument: one emitter flush (or a retry, sweep or replay of one)."""
 
@@ -142,11 +227,16 @@ class Batch(TypedDict):
     ordered: NotRequired[bool]
     #: Non-live broadcasters (``log``) already took these lines: try live ones only.
     live_only: NotRequired[bool]
+    #: Application events, each stream's in seq order (gated like a run's lines).
+    app: NotRequired[list[AppMessage]]
 
 
 def new_batch(runs: list[RunLines] | None = None, admin: list[AdminMessage] | None = None, *,
-              ordered: bool = True, live_only: bool = False) -> Batch:
+              ordered: bool = True, live_only: bool = False,
+              app: list[AppMessage] | None = None) -> Batch:
     batch: Batch = {"runs": runs or [], "admin": admin or []}
+    if app:
+        batch["app"] = app
     if not ordered:
         batch["ordered"] = False
     if live_only:
@@ -203,4 +293,5 @@ def describe_batch(batch: Batch) -> str:
     """Short text for logs and Flower: ``runs=a,b,c…, lines=N, admin=M``."""
     runs = ",".join(run["run_id"] for run in batch["runs"][:3])
     more = "…" if len(batch["runs"]) > 3 else ""
-    return f"runs={runs}{more}, lines={batch_lines(batch)}, admin={len(batch['admin'])}"
+    app = f", app={len(batch['app'])}" if batch.get("app") else ""
+    return f"runs={runs}{more}, lines={batch_lines(batch)}, admin={len(batch['admin'])}{app}"

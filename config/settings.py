@@ -136,6 +136,22 @@ class Settings(BaseSettings):
     )
     order_wait_ms: int = Field(2000, ge=0, le=60_000, validation_alias=_env("RELAYCAST_ORDER_WAIT_MS"))
     admin_token: SecretStr | None = Field(None, validation_alias=_env("RELAYCAST_ADMIN_TOKEN"))
+    #: ``module:function`` deciding who may subscribe to an app channel (``broadcast()``):
+    #: called with the request and the channel's name, returns bool (relaycast.api.auth).
+    channel_authorizer: str | None = Field(
+        None, validation_alias=_env("RELAYCAST_CHANNEL_AUTHORIZER"))
+
+    @field_validator("channel_authorizer")
+    @classmethod
+    def _module_function(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        module, sep, function = value.strip().partition(":")
+        if not sep or not function.isidentifier() or not all(
+                part.isidentifier() for part in module.split(".")):
+            raise ValueError("use module:function (e.g. acme.auth:can_subscribe)")
+        return value.strip()
+
     #: The CLI's own log level (``relaycast ...`` commands); workers log as Celery says.
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", validation_alias=_env("RELAYCAST_LOG_LEVEL")

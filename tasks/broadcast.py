@@ -13,6 +13,12 @@ line stands:
   replay`` sends these again;
 * ``pending``: still on its way (this task retries it).
 
+Application events (``relaycast.broadcast``: ``batch["app"]``) take the same path: each
+stream's events pass the same gate as a lane of their own (:func:`app_lanes`), go out with
+the lines of the turn, are retried the same way, and are counted in the pipeline counters
+(``app_events_sent`` / ``_failed`` / ``_dead_lettered``). They are in no database, so one
+that fails for good is logged at ERROR (channel, event, id) as well as counted.
+
 What no live broadcaster delivered is retried with exponential backoff and jitter — only
 while a retry can help: after a transient failure or a short pause (a rate limit), not
 while every live broadcaster is off until its quota resets or an operator re-enables it.
@@ -26,6 +32,7 @@ import json
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from celery import Task
@@ -33,17 +40,19 @@ from celery import Task
 from broadcasters.backoff import compute_backoff
 from broadcasters.base import Message
 from broadcasters.manager import Item, SendReport, merge_reports
-from broadcasters.ordering import GateStats
+from broadcasters.ordering import GateStats, Span, run_span
 from broadcasters.packing import LogBatch
 from broadcasters.wire import (
     BROADCAST_QUEUE,
     LOG_EVENT,
     AdminMessage,
+    AppMessage,
     Batch,
     RunLines,
     batch_lines,
     contiguous,
     describe_batch,
+    is_app_message_id,
     new_batch,
     run_of_message_id,
 )
@@ -54,6 +63,8 @@ from workflows.models import LineState
 logger = logging.getLogger(__name__)
 
 TASK_NAME = "relaycast.broadcast"
+#: App events dead-lettered by one task that are logged one by one (the rest are counted).
+_LOG_DEAD_APP_EVENTS = 20
 
 
 def enqueue_batch(batch: Batch) -> None:
@@ -68,6 +79,40 @@ def run_items(runs: Sequence[RunLines]) -> list[Item]:
 
 def admin_items(admin: Sequence[AdminMessage]) -> list[Item]:
     return [Message.from_data(a["channel"], a["event"], a["data"], a["id"]) for a in admin]
+
+
+@dataclass(frozen=True)
+class AppLane:
+    """One stream's application events in a batch, in seq order (gated as one lane)."""
+
+    stream: str
+    events: list[AppMessage]
+
+
+def app_lanes(app: Sequence[AppMessage]) -> list[AppLane]:
+    """``app`` cut into lanes: per stream, wherever the next seq is not the one after."""
+    streams: dict[str, list[AppMessage]] = {}
+    for event in app:
+        streams.setdefault(event["stream"], []).append(event)
+    return [AppLane(stream, piece) for stream, events in streams.items()
+            for piece in contiguous(sorted(events, key=_app_seq), _app_seq)]
+
+
+def _app_seq(event: AppMessage) -> int:
+    return event["seq"]
+
+
+Lane = RunLines | AppLane
+
+
+def lane_span(lane: Lane) -> Span:
+    if isinstance(lane, AppLane):
+        return (f"app/{lane.stream}", lane.events[0]["seq"], lane.events[-1]["seq"])
+    return run_span(lane)
+
+
+def app_items(app: Sequence[AppMessage]) -> list[Item]:
+    return [Message(a["channel"], a["event"], a["payload"], a["id"]) for a in app]
 
 
 def batch_of(messages: Sequence[Message], *, live_only: bool) -> Batch:
@@ -149,25 +194,47 @@ def _skip(runs: list[RunLines]) -> None:
 
 
 def _publish(batch: Batch, *, ordered: bool, live_only: bool, stats: GateStats) -> SendReport:
-    """Send the batch turn by turn (``ordered``: each run after the lines before it, through
-    the gate; otherwise all at once), leaving out runs nobody watches; the admin events go
-    with the first send."""
+    """Send the batch turn by turn (``ordered``: each run's lines and each stream's app events
+    after the ones before them, through the gate; otherwise all at once), leaving out runs
+    nobody watches; the admin events go with the first send."""
     manager = runtime.manager()
     admin = admin_items(batch["admin"])
+    lanes: list[Lane] = [*batch["runs"], *app_lanes(batch.get("app", []))]
     gate = runtime.gate() if ordered else None
-    turns = gate.turns(batch["runs"], stats) if gate is not None else iter([batch["runs"]])
+    turns = gate.turns(lanes, stats, lane_span) if gate is not None else iter([lanes])
     reports = []
     for turn in turns:
-        runs, unwatched = _watched(turn)
+        runs, unwatched = _watched([lane for lane in turn if not isinstance(lane, AppLane)])
         _skip(unwatched)
-        if runs or admin:
-            reports.append(manager.send(run_items(runs) + admin, live_only=live_only))
+        app = app_items([e for lane in turn if isinstance(lane, AppLane) for e in lane.events])
+        if runs or app or admin:
+            reports.append(manager.send(run_items(runs) + app + admin, live_only=live_only))
             admin = []
         if gate is not None:
-            gate.passed(turn)
+            gate.passed(turn, lane_span)
     if admin:  # no line had a turn: the admin events alone
         reports.append(manager.send(admin, live_only=live_only))
     return merge_reports(reports) if reports else SendReport()
+
+
+def _count_app(report: SendReport, dead: Sequence[Message] = ()) -> None:
+    """Count this attempt's app events: sent (delivered), failed (not delivered by it: final
+    failures, and pending ones a retry takes) and dead-lettered (given up: final failures and
+    ``dead``), logging each given up (they are stored nowhere)."""
+    sent = sum(1 for m, _ in report.delivered if is_app_message_id(m.id))
+    final = [(m, str(e)) for m, e in report.failed if is_app_message_id(m.id)]
+    pending = [m for m in report.pending if is_app_message_id(m.id)]
+    given_up = final + [(m, str(report.pending_errors.get(m.id, "")))
+                        for m in dead if is_app_message_id(m.id)]
+    for message, why in given_up[:_LOG_DEAD_APP_EVENTS]:
+        logger.error("app event dead-lettered: channel=%s event=%s id=%s (%s)", message.channel,
+                     message.event, message.id, why)
+    if len(given_up) > _LOG_DEAD_APP_EVENTS:
+        logger.error("%d more app event(s) dead-lettered with them",
+                     len(given_up) - _LOG_DEAD_APP_EVENTS)
+    runtime.state().count_pipeline(app_events_sent=sent,
+                                   app_events_failed=len(final) + len(pending),
+                                   app_events_dead_lettered=len(given_up))
 
 
 def _count_gate(stats: GateStats, ordered: bool) -> None:
@@ -210,12 +277,14 @@ def broadcast(self: BroadcastTask, batch: Batch) -> dict[str, Any]:
         summary["delivered"][name] = summary["delivered"].get(name, 0) + 1
     if not report.pending:
         record_outcome(report, logged=logged)
+        _count_app(report)
         return summary
     reasons = "; ".join(sorted({str(e) for e in report.pending_errors.values()}))
     chance = report.next_chance_s
     can_help = chance is not None and chance <= settings.retry_backoff_max_s
     if can_help and attempt < settings.broadcast_max_retries:
         record_outcome(report, logged=logged)
+        _count_app(report)
         countdown = max(compute_backoff(attempt, max_s=settings.retry_backoff_max_s,
                                         retry_after_s=report.retry_after_s), chance or 0.0)
         logger.warning("broadcast retry %d in %.1fs: %d message(s) not delivered live (%s)",
@@ -233,6 +302,7 @@ def broadcast(self: BroadcastTask, batch: Batch) -> dict[str, Any]:
     dead_ids = {m.id for m in dead}
     record_outcome(report, logged=[(m, n) for m, n in logged if m.id not in dead_ids],
                    failed=dead)
+    _count_app(report, dead)
     if dead:
         state.count_pipeline(dead_lettered=1)
         logger.error("broadcast dead-lettered %s: %d message(s) not delivered (%s); the lines "
@@ -242,4 +312,4 @@ def broadcast(self: BroadcastTask, batch: Batch) -> dict[str, Any]:
     return summary
 
 
-__all__ = ["batch_of", "broadcast", "enqueue_batch", "line_ranges", "record_outcome"]
+__all__ = ["app_lanes", "batch_of", "broadcast", "enqueue_batch", "line_ranges", "record_outcome"]

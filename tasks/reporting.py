@@ -51,6 +51,10 @@ def gather_pipeline(settings: Settings, state: SharedState) -> PipelineHealth:
         broadcast_tasks_last_hour=hour.get("broadcast_tasks", 0),
         broadcast_lines_last_hour=hour.get("broadcast_lines", 0),
         gate_timeouts_last_hour=hour.get("gate_timeouts", 0),
+        app_events_sent_last_hour=hour.get("app_events_sent", 0),
+        app_events_failed_last_hour=hour.get("app_events_failed", 0),
+        app_events_dead_lettered_interval=recent.get("app_events_dead_lettered", 0),
+        app_events_dead_lettered_last_hour=hour.get("app_events_dead_lettered", 0),
     )
     occupancy = Occupancy.for_settings(settings, state)
     if occupancy is not None:

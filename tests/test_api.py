@@ -138,9 +138,10 @@ def test_pusher_auth_signs_relaycasts_admin_channels(api: Api, channel: str) -> 
     assert answer.status_code == 200
 
 
+# private-billing and private-chat-logs-run-7 are app channels (broadcast()): signed for the
+# admin, see tests/test_app_events.py.
 @pytest.mark.parametrize("channel", ["logs-run-7", "presence-logs-run-7",
-                                     "private-encrypted-logs-run-7", "private-billing",
-                                     "private-chat-logs-run-7", "private-admin-secrets",
+                                     "private-encrypted-logs-run-7", "private-admin-secrets",
                                      "private-admin-events-extra", "private-logs-bad id"])
 def test_pusher_auth_refuses_other_channels(api: Api, channel: str) -> None:
     answer = requests.post(api.url + "/pusher/auth", headers=_auth(), timeout=10,

@@ -19,6 +19,8 @@ from typing import Any
 Entry = tuple[int, str, Any, Any, Any, int]
 #: (order, event type, payload)
 AdminEntry = tuple[int, str, dict[str, Any]]
+#: (order, channel, event, data as JSON text): an application event, checked at the call.
+AppEntry = tuple[int, str, str, str]
 
 
 @dataclass
@@ -68,6 +70,7 @@ class LineBuffer:
         self.debug: deque[Entry] = deque()
         self.other: deque[Entry] = deque()
         self._admin: deque[AdminEntry] = deque()
+        self._app: deque[AppEntry] = deque()
 
     def next_order(self) -> int:
         """A number after every line and event appended so far."""
@@ -88,6 +91,9 @@ class LineBuffer:
 
     def append_admin(self, event_type: str, payload: dict[str, Any]) -> None:
         self._admin.append((next(self.order), event_type, payload))
+
+    def append_app(self, channel: str, event: str, payload: str) -> None:
+        self._app.append((next(self.order), channel, event, payload))
 
     def waiting(self) -> int:
         return len(self.debug) + len(self.other)
@@ -112,6 +118,9 @@ class LineBuffer:
     def drain_admin(self) -> list[AdminEntry]:
         return [self._admin.popleft() for _ in range(len(self._admin))]
 
+    def drain_app(self) -> list[AppEntry]:
+        return [self._app.popleft() for _ in range(len(self._app))]
+
     def bound(self, entries: list[Entry]) -> list[Entry]:
         """Lines taken out but not yet stored (SQL down) obey the same bound."""
         over = len(entries) - self.max_lines
@@ -127,4 +136,5 @@ class LineBuffer:
         self.debug.clear()
         self.other.clear()
         self._admin.clear()
+        self._app.clear()
         self.ledger.unreported.clear()

@@ -56,6 +56,8 @@ class EmitterStats:
     not_broadcast: int = 0
     #: Admin events given up with such a batch (they are not stored anywhere else).
     admin_dropped: int = 0
+    #: Application events (``broadcast()``) given up likewise.
+    app_dropped: int = 0
     #: Lines stored as a placeholder because the database refused them.
     bad_data: int = 0
     #: Values that could not be made text at all (kept as a marker).
@@ -85,8 +87,12 @@ class Emitter:
         max_buffer_lines: int = 100_000,
         max_batch_lines: int = 2000,
         on_drops: Callable[[int], None] | None = None,
+        app_event_max_bytes: int = 10_000,
     ) -> None:
         self.channels = Channels(channel_prefix)
+        #: The largest application event's data (JSON, UTF-8 bytes) ``broadcast()`` accepts:
+        #: what the Pusher broadcaster packs for (``RELAYCAST_PUSHER_MAX_EVENT_BYTES``).
+        self.app_event_max_bytes = app_event_max_bytes
         self.flush_interval_s = flush_interval_ms / 1000.0
         self.flush_max_lines = flush_max_lines
         self.max_batch_lines = max_batch_lines
@@ -112,7 +118,8 @@ class Emitter:
                    channel_prefix=settings.channel_prefix,
                    flush_interval_ms=settings.flush_interval_ms,
                    flush_max_lines=settings.flush_max_lines,
-                   max_buffer_lines=settings.buffer_max_lines)
+                   max_buffer_lines=settings.buffer_max_lines,
+                   app_event_max_bytes=settings.pusher_max_event_bytes)
 
     def _new_thread_state(self) -> None:
         self._wake = threading.Event()
@@ -135,6 +142,7 @@ class Emitter:
         return EmitterStats(
             emitted=self._emitted, stored=self.writer.stored, dropped=self.buffer.ledger.total,
             not_broadcast=self.outbox.not_broadcast, admin_dropped=self.outbox.admin_dropped,
+            app_dropped=self.outbox.app_dropped,
             bad_data=self.writer.placeholders, lost_values=self.cleaning.lost,
             cleaned_text=self.cleaning.text, unknown_levels=self.cleaning.unknown_levels,
             late=self._late, tasks_enqueued=self.outbox.enqueued,
@@ -174,6 +182,17 @@ class Emitter:
             self._wake.set()
         except Exception:
             logger.exception("relaycast emitter: admin event %s dropped", event_type)
+
+    def emit_app(self, channel: str, event: str, payload: str) -> None:
+        """Queue an application event (``channel`` and ``payload`` checked by the caller:
+        :func:`workflows.app_events.broadcast`). Never blocks on I/O, never raises."""
+        try:
+            self.buffer.append_app(channel, event, payload)
+            if self._idle:
+                self._after_first_line()
+            self._wake.set()
+        except Exception:
+            logger.exception("relaycast emitter: app event %s on %s dropped", event, channel)
 
     def _after_first_line(self) -> None:
         if self._stopping.is_set():
@@ -244,7 +263,9 @@ class Emitter:
             entries = self._backlog + self.buffer.drain(self.max_batch_lines)
             self._backlog = []
             admin = self.buffer.drain_admin()
-            first = min([e[0] for e in entries[:1]] + [a[0] for a in admin[:1]], default=upto)
+            app = self.buffer.drain_app()
+            first = min([e[0] for e in entries[:1]] + [a[0] for a in admin[:1]]
+                        + [a[0] for a in app[:1]], default=upto)
             stored: Stored = []
             if (entries or self.buffer.ledger.unreported) and self.writer.ready():
                 stored, entries = self.writer.write(entries)
@@ -252,7 +273,7 @@ class Emitter:
                 self._backlog = self.buffer.bound(entries)
             if admin:
                 self.writer.record_lifecycle(admin)
-            self.outbox.add(first, stored, admin)
+            self.outbox.add(first, stored, admin, app)
             self.outbox.send()
             stored_upto = self._backlog[0][0] - 1 if self._backlog else upto
             oldest = self.buffer.oldest_order()

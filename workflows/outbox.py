@@ -8,6 +8,12 @@ are bounded: past ``max_waiting_lines`` the oldest batch is given up — its lin
 SQL (``relaycast logs``, the history endpoint, and the sweeper still have them) — and
 counted.
 
+Application events (``relaycast.broadcast``) ride in the same batches. Each gets the next
+number of its *stream* — this outbox's events on that channel (a random id, new in a forked
+child, plus the channel) — so the broadcast task's ordering gate publishes a channel's events
+in the order this process emitted them, as it does a run's lines. They are in no database: a
+batch given up while the broker is down takes them with it, counted in ``app_dropped``.
+
 The outbox is handed its ``enqueue`` by whoever wires the process (``tasks`` does, on
 import); it never imports Celery itself. Without one, lines are stored but not broadcast,
 and it says so once.
@@ -21,8 +27,18 @@ from collections import deque
 from collections.abc import Callable
 
 from broadcasters.backoff import FailureStreak
-from broadcasters.wire import AdminMessage, Batch, Channels, RunLines, batch_lines, new_batch, pack_runs
-from workflows.buffer import AdminEntry
+from broadcasters.wire import (
+    AdminMessage,
+    AppMessage,
+    Batch,
+    Channels,
+    RunLines,
+    app_message_id,
+    batch_lines,
+    new_batch,
+    pack_runs,
+)
+from workflows.buffer import AdminEntry, AppEntry
 from workflows.cleaning import Cleaning, clean_data
 from workflows.writer import Stored
 
@@ -39,16 +55,31 @@ class Outbox:
         self.max_batch_lines = max_batch_lines
         self.max_waiting_lines = max_waiting_lines
         self._cleaning = cleaning if cleaning is not None else Cleaning()
-        #: (order of the first line or event it carries, batch, lines)
+        #: (order of the first line or event it carries, batch, lines and app events)
         self._waiting: deque[tuple[int, Batch, int]] = deque()
         self._streak = FailureStreak()
         self._warned_unwired = False
+        self._warned_app_unwired = False
         self.enqueued = 0
         self.failures = 0
         #: Stored in SQL but never handed to the broadcast queue (broker down past the bound).
         self.not_broadcast = 0
         #: Admin events given up with such a batch (they are not stored anywhere else).
         self.admin_dropped = 0
+        #: Application events given up with such a batch (likewise).
+        self.app_dropped = 0
+        self._new_streams()
+
+    def _new_streams(self) -> None:
+        self._stream_base = uuid.uuid4().hex[:16]
+        self._app_seqs: dict[str, int] = {}
+
+    def _app_message(self, channel: str, event: str, payload: str) -> AppMessage:
+        seq = self._app_seqs.get(channel, 0) + 1
+        self._app_seqs[channel] = seq
+        stream = f"{self._stream_base}/{channel}"
+        return {"channel": channel, "event": event, "payload": payload,
+                "id": app_message_id(stream, seq), "stream": stream, "seq": seq}
 
     def first_waiting_order(self) -> int | None:
         return self._waiting[0][0] if self._waiting else None
@@ -56,8 +87,10 @@ class Outbox:
     def waiting_batches(self) -> int:
         return len(self._waiting)
 
-    def add(self, first_order: int, stored: Stored, admin: list[AdminEntry]) -> None:
-        """Cut ``stored`` lines and ``admin`` events into batches and queue them."""
+    def add(self, first_order: int, stored: Stored, admin: list[AdminEntry],
+            app: list[AppEntry] | None = None) -> None:
+        """Cut ``stored`` lines, ``admin`` events and ``app`` events into batches and queue
+        them (each batch at most ``max_batch_lines`` lines, or app events)."""
         groups: list[list[RunLines]] = [
             [{"run_id": run_id, "channel": self.channels.logs(run_id), "events": events}
              for run_id, events in group]
@@ -66,11 +99,18 @@ class Outbox:
             {"channel": self.channels.admin_events, "event": event_type,
              "data": clean_data(payload, self._cleaning), "id": f"admin:{uuid.uuid4().hex}"}
             for _, event_type, payload in admin]
+        events = [self._app_message(channel, event, payload) for _, channel, event, payload
+                  in app or []]
+        chunks = [events[i:i + self.max_batch_lines]
+                  for i in range(0, len(events), self.max_batch_lines)]
         last = groups.pop() if groups else []
         batches = [new_batch(runs) for runs in groups]
-        if last or messages:
-            batches.append(new_batch(last, messages))  # the admin events go with the last
-        self._waiting.extend((first_order, batch, batch_lines(batch)) for batch in batches)
+        if last or messages or chunks:
+            # The admin events and the first app events go with the last lines.
+            batches.append(new_batch(last, messages, app=chunks.pop(0) if chunks else None))
+        batches.extend(new_batch(app=chunk) for chunk in chunks)
+        self._waiting.extend((first_order, batch, batch_lines(batch) + len(batch.get("app", [])))
+                             for batch in batches)
 
     def send(self) -> None:
         """Enqueue waiting batches in order; stop at the first failure (backoff)."""
@@ -98,12 +138,20 @@ class Outbox:
     def _bound(self) -> None:
         waiting = sum(n for _, _, n in self._waiting)
         while len(self._waiting) > 1 and waiting > self.max_waiting_lines:
-            _, batch, lines = self._waiting.popleft()
-            waiting -= lines
-            self.not_broadcast += lines
-            self.admin_dropped += len(batch["admin"])
+            _, batch, weight = self._waiting.popleft()
+            waiting -= weight
+            lines = self._give_up(batch)
             logger.warning("relaycast emitter: broker unreachable; %d stored line(s) will not be "
-                           "broadcast live (they are in the history)", lines)
+                           "broadcast live (they are in the history), %d app event(s) are lost",
+                           lines, len(batch.get("app", [])))
+
+    def _give_up(self, batch: Batch) -> int:
+        """Count what giving up ``batch`` loses; return its lines."""
+        lines = batch_lines(batch)
+        self.not_broadcast += lines
+        self.admin_dropped += len(batch["admin"])
+        self.app_dropped += len(batch.get("app", []))
+        return lines
 
     def _give_up_unwired(self) -> None:
         if not self._waiting:
@@ -114,9 +162,13 @@ class Outbox:
                            "set CELERY_BROKER_URL or REDIS_URL): lines are stored in SQL, not "
                            "broadcast live")
         while self._waiting:
-            _, batch, lines = self._waiting.popleft()
-            self.not_broadcast += lines
-            self.admin_dropped += len(batch["admin"])
+            batch = self._waiting.popleft()[1]
+            self._give_up(batch)
+            if batch.get("app") and not self._warned_app_unwired:
+                self._warned_app_unwired = True
+                logger.warning("relaycast emitter: no broadcast queue in this process: app events "
+                               "(broadcast()) are dropped and counted (they are not stored)")
 
     def clear(self) -> None:
         self._waiting.clear()
+        self._new_streams()  # a forked child's events are a stream of their own

@@ -3,8 +3,10 @@
 * ``GET /admin/broadcaster-status``: the latest health report (computed live when none).
 * ``GET /runs/{run_id}/logs?after_seq=N``: a run's stored lines, for page load and catch-up
   after a reconnect (pusher-js does not replay missed messages).
-* ``POST /pusher/auth``: signs pusher-js private-channel subscriptions, for relaycast's own
-  channels only (``{prefix}logs-*``, ``{prefix}admin-*``).
+* ``POST /pusher/auth``: signs pusher-js private-channel subscriptions: relaycast's own
+  channels (``{prefix}logs-*``, ``{prefix}admin-*``) for the admin token or session, and
+  application channels (``{prefix}{name}``, :func:`workflows.app_events.broadcast`) for the
+  admin too, or for whom ``RELAYCAST_CHANNEL_AUTHORIZER`` allows (:mod:`relaycast.api.auth`).
 
 With ``RELAYCAST_ADMIN_TOKEN`` set, every endpoint needs ``Authorization: Bearer <token>``
 or the viewer's session cookie (:mod:`api.auth`; the OpenAPI schema and its docs pages
@@ -29,7 +31,7 @@ from broadcasters.wire import Channels, InvalidRunId
 from config import Settings
 from relaycast._layout import ensure_ours
 from relaycast.api import webhooks
-from relaycast.api.auth import Auth
+from relaycast.api.auth import Auth, ask_authorizer, load_channel_authorizer
 from relaycast.api.ui import build_router, sent_per_minute
 from tasks.reporting import current_report
 from workflows.registry import import_workflows
@@ -58,6 +60,7 @@ def create_app(settings: Settings) -> FastAPI:
     channels = Channels(settings.channel_prefix)
     auth = Auth.for_settings(settings)
     guard = [Depends(auth.require)]
+    authorizer = load_channel_authorizer(settings)
 
     @app.exception_handler(InvalidRunId)
     async def invalid_run_id(_request: Request, exc: Exception) -> JSONResponse:
@@ -95,8 +98,11 @@ def create_app(settings: Settings) -> FastAPI:
             "next_after_seq": lines[-1].seq if lines else after_seq,
         }
 
-    @app.post("/pusher/auth", dependencies=guard)
+    @app.post("/pusher/auth")
     async def pusher_auth(request: Request) -> dict[str, Any]:
+        admin = auth.allowed(request)
+        if not admin and authorizer is None:
+            auth.require(request)  # 401
         body = (await request.body()).decode("utf-8", errors="replace")
         if request.headers.get("content-type", "").startswith("application/json"):
             try:
@@ -108,8 +114,16 @@ def create_app(settings: Settings) -> FastAPI:
         socket_id, channel = fields.get("socket_id", ""), fields.get("channel_name", "")
         if not socket_id or not channel:
             raise HTTPException(status_code=400, detail="socket_id and channel_name are required")
-        if not channels.is_ours(channel):
+        app_name = None if channels.is_ours(channel) else channels.app_name_of(channel)
+        if not channels.is_ours(channel) and app_name is None:
             raise HTTPException(status_code=403, detail=f"not a relaycast channel: {channel}")
+        if not admin:
+            if app_name is None:
+                auth.require(request)  # relaycast's own channels are the admin's: 401
+            assert authorizer is not None and app_name is not None
+            if not await ask_authorizer(authorizer, request, app_name):
+                raise HTTPException(status_code=403,
+                                    detail=f"the channel authorizer refused {channel}")
         if not settings.provider_configured("pusher"):
             raise HTTPException(status_code=503, detail="Pusher is not configured")
         from broadcasters.pusher import pusher_client

@@ -15,19 +15,40 @@ With ``RELAYCAST_ADMIN_TOKEN`` set:
 Without a valid bearer or cookie, JSON endpoints answer 401 JSON and pages answer 401 with
 a small HTML page saying how to sign in. Without a token configured, everything is open
 (``relaycast api`` then listens on loopback only).
+
+**Application channels** (``relaycast.broadcast(channel, ...)``, published on
+``{prefix}{channel}``): ``/pusher/auth`` signs them for the admin token or session, like
+relaycast's own. ``RELAYCAST_CHANNEL_AUTHORIZER=module:function`` lets the application
+decide for everyone else: ``function(request, channel)`` gets the Starlette ``Request`` (its
+headers and cookies: the app's own session) and the channel's name as the app gave it to
+``broadcast()`` (without the prefix), and returns a bool (or an awaitable of one). It is
+asked about app channels only, never about relaycast's own (logs, admin events, health:
+those stay the admin's). It is imported when the API starts (the current directory first on
+``sys.path``, as ``RELAYCAST_WORKFLOWS`` is); a module that does not import, or a name that
+is not a callable, stops start-up with one line naming the variable. An authorizer that
+raises refuses (403) and the error is logged.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import importlib
+import inspect
+import logging
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from urllib.parse import urlencode
 
 from fastapi import HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from config import Settings
+from config import ConfigError, Settings
+
+logger = logging.getLogger(__name__)
+
+#: ``RELAYCAST_CHANNEL_AUTHORIZER``: (request, app channel name) -> may subscribe?
+ChannelAuthorizer = Callable[[Request, str], bool | Awaitable[bool]]
 
 SESSION_COOKIE = "relaycast_session"
 _SESSION_LABEL = b"relaycast viewer session v1"
@@ -119,6 +140,42 @@ class Auth:
         if self.allowed(request):
             return None
         return sign_in_page(wrong_token=False)
+
+
+def load_channel_authorizer(settings: Settings) -> ChannelAuthorizer | None:
+    """The function ``RELAYCAST_CHANNEL_AUTHORIZER`` names (None when unset), or
+    :class:`ConfigError` in one line naming the variable."""
+    spec = settings.channel_authorizer
+    if spec is None:
+        return None
+    from celery.utils.imports import cwd_in_path
+
+    module_name, _, function_name = spec.partition(":")
+    try:
+        with cwd_in_path():
+            module = importlib.import_module(module_name)
+    except Exception as exc:  # noqa: BLE001 - any failure of the user's module
+        reason = str(exc).strip().splitlines()
+        raise ConfigError(f"RELAYCAST_CHANNEL_AUTHORIZER: cannot import {module_name!r}: "
+                          f"{type(exc).__name__}" + (f": {reason[0]}" if reason else "")) from None
+    function = getattr(module, function_name, None)
+    if not callable(function):
+        raise ConfigError(f"RELAYCAST_CHANNEL_AUTHORIZER: {module_name!r} has no callable "
+                          f"{function_name!r}")
+    authorizer: ChannelAuthorizer = function
+    return authorizer
+
+
+async def ask_authorizer(authorizer: ChannelAuthorizer, request: Request, name: str) -> bool:
+    """What the application's authorizer says about ``name``; False (logged) if it raises."""
+    try:
+        answer = authorizer(request, name)
+        if inspect.isawaitable(answer):
+            answer = await answer
+    except Exception:
+        logger.exception("RELAYCAST_CHANNEL_AUTHORIZER raised for channel %r: refused", name)
+        return False
+    return answer is True
 
 
 def sign_in_page(*, wrong_token: bool) -> HTMLResponse:

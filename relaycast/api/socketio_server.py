@@ -11,8 +11,10 @@ The protocol, for the viewer's client and for Socket.IO front ends being migrate
   cookie (same site: browsers send it on the WebSocket handshake); without a token
   configured the server listens on loopback only and accepts only loopback origins;
 * emit ``subscribe`` with ``{"channel": name}``: the ack is ``{"ok": true}`` or
-  ``{"ok": false, "error": …}``; only relaycast's own channels (a run's logs, admin events,
-  admin health); ``unsubscribe`` likewise;
+  ``{"ok": false, "error": …}``; relaycast's own channels (a run's logs, admin events,
+  admin health) and application channels (``{prefix}{name}``: ``relaycast.broadcast``);
+  ``unsubscribe`` likewise. A connection is the admin's (token or session), so
+  ``RELAYCAST_CHANNEL_AUTHORIZER``, which decides for others, is not asked here;
 * then the events of that channel arrive as relaycast sends them to Pusher: ``log`` with
   ``{"run_id", "events": [...]}``, ``started``/``finished``/``failed``, ``provider-changed``,
   ``health``. A socket subscribed to several channels gets each channel's events; clients
@@ -89,7 +91,8 @@ def create_server(settings: Settings, manager: Any = None) -> socketio.AsyncServ
     @server.event
     async def subscribe(sid: str, data: Any = None) -> dict[str, Any]:
         channel = data.get("channel") if isinstance(data, dict) else None
-        if not isinstance(channel, str) or not channels.is_ours(channel):
+        if not isinstance(channel, str) or not (channels.is_ours(channel)
+                                                or channels.app_name_of(channel) is not None):
             return {"ok": False, "error": f"not a relaycast channel: {channel!r}"}
         await server.enter_room(sid, channel)
         return {"ok": True, "channel": channel}

@@ -8,7 +8,8 @@
  *     onState: ({ transport, state }) => badge(state), // see STATES
  *   });
  *   const admin = connectAdminEvents((event) => console.log(event.type, event));
- *   // later: logs.close(); admin.close();
+ *   const orders = channel("orders").listen("shipped", (data) => notify(data)); // app events
+ *   // later: logs.close(); admin.close(); orders.close();
  *
  * The transport is chosen by the server (GET /ui/config), never by the page: "pusher"
  * (pusher-js, loaded from vendor/ beside this file only when needed) or "polling" (the
@@ -32,6 +33,11 @@
  *   connector.close()
  *
  * "polling" needs no connector; "pusher" and "socketio" are registered below.
+ *
+ * Application events (Python: `relaycast.broadcast("orders", "shipped", data)`) arrive through
+ * `channel(name).listen(event, cb)`, Laravel Echo's shape, over the same connector. They are
+ * stored nowhere, so with no live transport ("polling") they cannot be delivered: the
+ * channel's state is then "offline" with that reason.
  */
 
 const MODULE_URL = new URL(import.meta.url);
@@ -799,18 +805,8 @@ class LogFeed extends Feed {
   }
 }
 
-class AdminFeed extends Feed {
-  constructor(hub, onEvent, onState) {
-    super(hub, onState);
-    this.onEvent = onEvent;
-    this.lastMove = null; // "from>to" of the last provider change delivered, and when
-    this.lastMoveAt = 0;
-  }
-
-  channel(config) {
-    return `${config.channel_prefix}admin-events`;
-  }
-
+/** A feed of events that are not stored (admin and app events): live, or nothing to catch up. */
+class EventFeed extends Feed {
   started() {
     this.setState(this.connector.name, STATES.CONNECTING);
   }
@@ -822,6 +818,19 @@ class AdminFeed extends Feed {
 
   dropped() {
     this.setState(this.connector ? this.connector.name : null, STATES.CONNECTING, "reconnecting");
+  }
+}
+
+class AdminFeed extends EventFeed {
+  constructor(hub, onEvent, onState) {
+    super(hub, onState);
+    this.onEvent = onEvent;
+    this.lastMove = null; // "from>to" of the last provider change delivered, and when
+    this.lastMoveAt = 0;
+  }
+
+  channel(config) {
+    return `${config.channel_prefix}admin-events`;
   }
 
   noLive(reason) {
@@ -852,6 +861,27 @@ class AdminFeed extends Feed {
     this.lastMove = move;
     this.lastMoveAt = now;
     return true;
+  }
+}
+
+/** An application channel ({prefix}{name}): each event handed to its listeners, as sent. */
+class AppFeed extends EventFeed {
+  constructor(hub, name, onState) {
+    super(hub, onState);
+    this.name = name;
+    this.listeners = new Map(); // event name -> Set of callbacks
+  }
+
+  channel(config) {
+    return `${config.channel_prefix}${this.name}`;
+  }
+
+  noLive(reason) {
+    this.setState(null, STATES.OFFLINE, `${reason}: app events are not stored, so they cannot be polled`);
+  }
+
+  event(name, data) {
+    for (const callback of [...(this.listeners.get(name) || [])]) if (!this.closed) callback(data);
   }
 }
 
@@ -894,4 +924,38 @@ export function connectAdminEvents(onEvent, { onState, baseUrl = DEFAULT_BASE, h
     state: () => ({ transport: feed.transport, state: feed.state, reason: feed.reason }),
     config: () => hub.config,
   };
+}
+
+/**
+ * An application channel (Laravel Echo's `Echo.private(name)`): `name` as the server's
+ * `broadcast(name, event, data)` got it (the channel prefix is added here). `.listen(event,
+ * cb)` calls `cb(data)` for each event of that name, in the order the server emitted them
+ * (per emitting process); `.stopListening(event, cb?)`; both return the channel. Options as
+ * connectAdminEvents (`onState`, `baseUrl`, `headers`). Returns {listen, stopListening,
+ * close(), state()}.
+ */
+export function channel(name, { onState, baseUrl = DEFAULT_BASE, headers = {} } = {}) {
+  const hub = hubFor(baseUrl, headers);
+  const feed = new AppFeed(hub, String(name), onState);
+  hub.attach(feed);
+  const subscription = {
+    listen(event, callback) {
+      if (!feed.listeners.has(event)) feed.listeners.set(event, new Set());
+      feed.listeners.get(event).add(callback);
+      return subscription;
+    },
+    stopListening(event, callback) {
+      if (callback) feed.listeners.get(event)?.delete(callback);
+      else feed.listeners.delete(event);
+      return subscription;
+    },
+    close: () => feed.close(),
+    state: () => ({ transport: feed.transport, state: feed.state, reason: feed.reason }),
+  };
+  return subscription;
+}
+
+/** A client bound to one API root: `connect({baseUrl, headers}).channel(name).listen(...)`. */
+export function connect(options = {}) {
+  return { channel: (name, more = {}) => channel(name, { ...options, ...more }) };
 }
