@@ -181,6 +181,30 @@ class Settings(BaseSettings):
     #: The port ``relaycast socketio`` listens on (and that browsers reach it on by default).
     socketio_port: int = Field(8001, ge=1, le=65535, validation_alias=_env("RELAYCAST_SOCKETIO_PORT"))
 
+    # Capture: a workflow task's own logging records and printed lines become lines of its run
+    #: "logging,stdout" (default), "logging", "stdout" or "off" (see workflows.capture).
+    capture: str = Field("logging,stdout", validation_alias=_env("RELAYCAST_CAPTURE"))
+    #: The least level of a logging record captured (a logger's own level applies first).
+    capture_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
+        "INFO", validation_alias=_env("RELAYCAST_CAPTURE_LEVEL"))
+
+    @field_validator("capture", mode="before")
+    @classmethod
+    def _capture_parts(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        parts = {part.strip().lower() for part in value.split(",") if part.strip()}
+        if parts == {"off"}:
+            return "off"
+        if not parts or not parts <= {"logging", "stdout"}:
+            raise ValueError("use logging,stdout, logging, stdout or off")
+        return ",".join(part for part in ("logging", "stdout") if part in parts)
+
+    @field_validator("capture_level", mode="before")
+    @classmethod
+    def _upper_capture_level(cls, value: object) -> object:
+        return value.strip().upper() if isinstance(value, str) else value
+
     # Browser (viewer) ---------------------------------------------------------------------
     # Where a browser reaches the Pusher-protocol WebSocket server: the server-side
     # PUSHER_HOST (e.g. "soketi" in docker-compose) need not resolve in a browser.

@@ -40,6 +40,7 @@ app; ``tasks`` includes the example workflows and routes ``workflows.*`` to the
 
 from __future__ import annotations
 
+import datetime
 import inspect
 import logging
 import time
@@ -51,7 +52,7 @@ from typing import Any
 from celery import Task, shared_task
 from celery.canvas import Signature, _chain, _chord, group
 
-from workflows import admin_events
+from workflows import admin_events, capture
 from workflows.log_stream import LogStream
 from workflows.models import RunStatus
 from workflows.process import get_emitter
@@ -85,7 +86,12 @@ class WorkflowTask(Task):  # type: ignore[misc]
         if self.begins_run and not self.request.retries:
             admin_events.emit("started", run_id=run_id, workflow=self.workflow_name,
                               params=params, channel=log.channel)
-        result = self.run(log, *args, **params)
+        # The body's own logging records and printed lines are lines of the run too.
+        token = capture.begin(log.run_id)
+        try:
+            result = self.run(log, *args, **params)
+        finally:
+            capture.end(token)
         if isinstance(result, Signature):
             return self._continue_in(result, run_id, log)
         if self.begins_run:
@@ -106,9 +112,16 @@ class WorkflowTask(Task):  # type: ignore[misc]
 
     def on_retry(self, exc: BaseException, task_id: str, args: Any, kwargs: Mapping[str, Any],
                  einfo: Any) -> None:
+        """A ``warning`` line: ``retry 1/3 in 4 s: ConnectionError: …`` (the attempt coming,
+        of ``max_retries``; the countdown of Celery's ``Retry``)."""
         run_id = kwargs.get("run_id") or task_id
+        attempt = (self.request.retries or 0) + 1
+        max_retries = getattr(self, "override_max_retries", self.max_retries)
+        countdown_s = retry_countdown_s(einfo)
         try:
-            LogStream(run_id).warning(f"{self.name} will be retried: {type(exc).__name__}: {exc}")
+            LogStream(run_id).warning(
+                retry_line(attempt, max_retries, countdown_s, exc), task=self.name,
+                attempt=attempt, max_retries=max_retries, countdown_s=countdown_s)
         except Exception:  # noqa: BLE001 - an invalid run id is reported by on_failure
             logger.warning("could not log the retry of %s", task_id)
 
@@ -127,6 +140,29 @@ class WorkflowTask(Task):  # type: ignore[misc]
         log.error(f"workflow {self.workflow_name} failed in {self.name}: {error}",
                   traceback=str(trace)[-20_000:])
         end_run(log.run_id, self.workflow_name, RunStatus.FAILED, error=error[:2000])
+
+
+def retry_countdown_s(einfo: object) -> float | None:
+    """Seconds until the retry Celery scheduled: ``Retry.when`` (a countdown or an eta) of
+    ``on_retry``'s ``einfo``, whose ``exception`` wraps the ``Retry`` (billiard's
+    ``ExceptionWithTraceback``, the ``Retry`` in ``.exc``)."""
+    raised = getattr(einfo, "exception", None)
+    when = getattr(raised, "when", None)
+    if when is None:
+        when = getattr(getattr(raised, "exc", None), "when", None)
+    if isinstance(when, int | float) and not isinstance(when, bool):
+        return float(when)
+    if isinstance(when, datetime.datetime):
+        return max(0.0, (when - datetime.datetime.now(when.tzinfo)).total_seconds())
+    return None
+
+
+def retry_line(attempt: int, max_retries: int | None, countdown_s: float | None,
+               exc: BaseException) -> str:
+    """``retry 1/3 in 4 s: ConnectionError: reset`` (``∞`` for no limit, ``?`` for no countdown)."""
+    limit = "∞" if max_retries is None else str(max_retries)
+    delay = "?" if countdown_s is None else f"{round(countdown_s, 1):g}"
+    return f"retry {attempt}/{limit} in {delay} s: {type(exc).__name__}: {exc}"
 
 
 def end_run(run_id: str, workflow: str, status: RunStatus, error: str | None = None) -> bool:
