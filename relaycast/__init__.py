@@ -2,11 +2,12 @@
 
 The public surface for your code, and nothing else to import::
 
-    from relaycast import LogStream, workflow, step, admin_event
+    from relaycast import LogStream, workflow, step, admin_event, broadcast
 
     @workflow("nightly")
     def nightly(log: LogStream, *, n: int = 3) -> None:
         log.info("starting", n=n)
+        broadcast("orders", "shipped", {"order": 42})
 
 Names load on first use (PEP 562), so ``import relaycast`` is cheap and never builds the
 Celery app. With a broker configured (``CELERY_BROKER_URL`` or ``REDIS_URL``) the lines of
@@ -25,12 +26,12 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
-__all__ = ["LogStream", "admin_event", "app", "step", "workflow"]
+__all__ = ["LogStream", "admin_event", "app", "broadcast", "step", "workflow"]
 
 if TYPE_CHECKING:
-
     from tasks.celery_app import app
     from workflows.admin_events import emit as admin_event
+    from workflows.app_events import broadcast
     from workflows.base import step, workflow
     from workflows.log_stream import LogStream
 
@@ -40,6 +41,7 @@ _EXPORTS = {
     "workflow": ("workflows.base", "workflow"),
     "step": ("workflows.base", "step"),
     "admin_event": ("workflows.admin_events", "emit"),
+    "broadcast": ("workflows.app_events", "broadcast"),
     "app": ("tasks.celery_app", "app"),
 }
 

@@ -85,11 +85,12 @@ def test_a_plain_script_importing_only_relaycast_broadcasts_every_line_live(
 
 def test_the_public_names_are_the_layers_own_objects() -> None:
     script = ("import relaycast, workflows.base as b, workflows.log_stream as s, "
-              "workflows.admin_events as a\n"
+              "workflows.admin_events as a, workflows.app_events as e\n"
               "print(relaycast.LogStream is s.LogStream, relaycast.workflow is b.workflow, "
-              "relaycast.step is b.step, relaycast.admin_event is a.emit)\n")
+              "relaycast.step is b.step, relaycast.admin_event is a.emit, "
+              "relaycast.broadcast is e.broadcast)\n")
     result = run_python("-c", script, env={}, cwd=REPO)
-    assert result.stdout.split() == ["True"] * 4, result.stderr
+    assert result.stdout.split() == ["True"] * 5, result.stderr
 
 
 def test_workflows_lists_the_users_workflows_with_parameters_and_no_examples(

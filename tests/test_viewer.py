@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 import pytest
 from conftest import require
 from support.api import ApiServer, SocketIOServer
+from support.browser import CHROMIUM, chromium
 from support.runs import start_run
 from support.seeding import seed_lines
 from support.servers import Soketi, free_port, soketi_available
@@ -34,11 +35,6 @@ if TYPE_CHECKING:
     from playwright.sync_api import Browser, BrowserContext, Page
 
 REPO = Path(__file__).resolve().parents[1]
-CHROMIUM = Path("/usr/bin/chromium")
-# The machine's network is closed: without the background-networking switches Chromium's own
-# connections are refused (and slow start-up down).
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 TOKEN = "viewer-token-for-browser-tests"
 ARTIFACTS = Path(os.environ.get("RELAYCAST_ARTIFACTS") or REPO / "tests" / "artifacts")
 
@@ -53,15 +49,8 @@ LINE_COUNT = "document.querySelector('#log').dataset.lineCount"
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     require(CHROMIUM.exists(), f"{CHROMIUM} (apt-get install chromium; tools/test.sh does it)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True,
-                                              args=CHROMIUM_ARGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
+    with chromium() as launched:
+        yield launched
 
 
 @dataclass

@@ -1,0 +1,1 @@
+"""Acme's workflows, brought to relaycast with ``RELAYCAST_WORKFLOWS=acme.jobs``."""
