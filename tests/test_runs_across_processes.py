@@ -91,18 +91,26 @@ def test_three_processes_logging_to_one_run_at_once_store_every_line_once(
     writers_worker = CeleryWorker(env, queues="workflows", concurrency=3, name="writers")
     broadcaster = CeleryWorker(env, queues="broadcast", concurrency=1, name="broadcaster")
     workers.start(writers_worker, broadcaster)
-    run_id = f"together-{uuid.uuid4().hex[:6]}"
-    start_run(env, "fanout", run_id, shards=3, lines=400, delay_ms=1)
-    lines = _finished(open_store(database_url), run_id, 3 * 400 + 2)
-    shard_lines = [line for line in lines if "shard" in line.data]
-    assert len(shard_lines) == 1200, "every line stored exactly once"
-    writers = {line.data["pid"] for line in shard_lines}
-    assert len(writers) == 3, f"three processes wrote: {writers}"
-    spans = [(min(s), max(s)) for s in _seqs_by(shard_lines, "pid").values()]
-    assert all(a[0] < b[1] and b[0] < a[1] for a in spans for b in spans), (
-        f"... at once: their seq ranges interleave {spans}")
-    for shard, items in _by_writer(shard_lines, "shard").items():
-        assert items == list(range(1, 401)), f"shard {shard}'s lines keep their own order"
+    # The property holds for every run; its precondition (three processes writing at once)
+    # is the machine's to produce: a loaded machine may run the shards one after another,
+    # so a run that did not overlap is tried again rather than failed.
+    overlaps: list[list[tuple[int, int]]] = []
+    for _attempt in range(4):
+        run_id = f"together-{uuid.uuid4().hex[:6]}"
+        start_run(env, "fanout", run_id, shards=3, lines=400, delay_ms=3)
+        lines = _finished(open_store(database_url), run_id, 3 * 400 + 2)
+        shard_lines = [line for line in lines if "shard" in line.data]
+        assert len(shard_lines) == 1200, "every line stored exactly once"
+        assert sorted(line.seq for line in lines) == list(range(1, len(lines) + 1)), "no gap, no repeat"
+        for shard, items in _by_writer(shard_lines, "shard").items():
+            assert items == list(range(1, 401)), f"shard {shard}'s lines keep their own order"
+        spans = [(min(s), max(s)) for s in _seqs_by(shard_lines, "pid").values()]
+        overlaps.append(spans)
+        if len(spans) == 3 and all(a[0] < b[1] and b[0] < a[1] for a in spans for b in spans):
+            break
+    else:
+        pytest.fail(f"no attempt had three processes writing at once (seq ranges by pid: "
+                    f"{overlaps}): the precondition of this test was never met")
 
 
 def test_two_processes_taking_turns_over_six_steps_store_every_line_once(
