@@ -1,8 +1,8 @@
 """Storage primitives for the shared state, apart from the policy that uses them.
 
 After dramatiq's rate-limit ``backend`` / ``window`` split: a backend offers a few
-primitives (get many, set with TTL, swap, delete, add to counters, read hashes, keep the
-larger of two numbers, scan) and knows nothing of flags or quotas. Two backends ship:
+primitives (get many, set with TTL, swap, delete, add to counters, read and write hashes,
+keep the larger of two numbers) and knows nothing of flags or quotas. Two backends ship:
 
 * :class:`RedisBackend`, for real deployments: every worker of every host sees the same
   state; one round trip per call (pipelines, one Lua script);
@@ -17,7 +17,6 @@ which client library a backend uses.
 
 from __future__ import annotations
 
-import fnmatch
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -61,15 +60,9 @@ class StateBackend(Protocol):
     def replace_fields(self, key: str, fields: Mapping[str, str], ttl_s: float) -> None:
         """Make the hash hold exactly ``fields``, atomically."""
 
-    def delete_fields(self, key: str, fields: Sequence[str]) -> None: ...
-
-    def set_max(self, key: str, value: int, ttl_s: float) -> int:
-        """Keep the larger of the stored number and ``value``; return the result (atomic)."""
-
     def set_max_many(self, values: Mapping[str, int], ttl_s: float) -> dict[str, int]:
-        """:meth:`set_max` for several keys in one round trip (each key atomic)."""
-
-    def scan(self, pattern: str) -> list[str]: ...
+        """For each key, keep the larger of the stored number and the value given; return the
+        results. One round trip; each key atomic."""
 
     def close(self) -> None: ...
 
@@ -178,13 +171,6 @@ class RedisBackend:
             pipe.pexpire(self._k(key), _ttl_ms(ttl_s))
         self._call(pipe.execute)
 
-    def delete_fields(self, key: str, fields: Sequence[str]) -> None:
-        if fields:
-            self._call(lambda: self.client.hdel(self._k(key), *fields))
-
-    def set_max(self, key: str, value: int, ttl_s: float) -> int:
-        return self.set_max_many({key: value}, ttl_s)[key]
-
     def set_max_many(self, values: Mapping[str, int], ttl_s: float) -> dict[str, int]:
         if not values:
             return {}
@@ -193,11 +179,6 @@ class RedisBackend:
             self._set_max(keys=[self._k(key)], args=[value, _ttl_ms(ttl_s)], client=pipe)
         results = self._call(pipe.execute)
         return {key: int(result) for key, result in zip(values, results, strict=True)}
-
-    def scan(self, pattern: str) -> list[str]:
-        start = len(self.prefix)
-        keys = self._call(lambda: list(self.client.scan_iter(match=self._k(pattern), count=500)))
-        return [_text(k)[start:] for k in keys]
 
     def close(self) -> None:
         self.client.close()
@@ -279,16 +260,6 @@ class MemoryBackend:
             else:
                 self._values.pop(key, None)
 
-    def delete_fields(self, key: str, fields: Sequence[str]) -> None:
-        with self._lock:
-            table = self._table(key)
-            if table:
-                entry = self._values[key]
-                self._values[key] = ({k: v for k, v in table.items() if k not in fields}, entry[1])
-
-    def set_max(self, key: str, value: int, ttl_s: float) -> int:
-        return self.set_max_many({key: value}, ttl_s)[key]
-
     def set_max_many(self, values: Mapping[str, int], ttl_s: float) -> dict[str, int]:
         out = {}
         with self._lock:
@@ -297,11 +268,6 @@ class MemoryBackend:
                 out[key] = max(value, int(current) if isinstance(current, str) else -1)
                 self._put(key, str(out[key]), ttl_s)
         return out
-
-    def scan(self, pattern: str) -> list[str]:
-        with self._lock:
-            return [k for k in list(self._values) if self._live(k) is not None
-                    and fnmatch.fnmatchcase(k, pattern)]
 
     def close(self) -> None:
         """Nothing to release."""

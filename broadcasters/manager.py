@@ -71,10 +71,6 @@ class SendReport:
     next_chance_s: float | None = None
     skipped: dict[str, Flag] = field(default_factory=dict)
 
-    @property
-    def should_retry(self) -> bool:
-        return bool(self.pending)
-
 
 class BroadcasterManager:
     """Tries broadcasters in priority order, honouring flags every worker shares."""
@@ -89,6 +85,7 @@ class BroadcasterManager:
         control_channel: str | None = None,
         mirror: Broadcaster | None = None,
         clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         if not broadcasters:
             raise ValueError("at least one broadcaster is needed")
@@ -97,10 +94,11 @@ class BroadcasterManager:
         self.quota_disable_s = quota_disable_s
         self.flag_cache_s = flag_cache_ms / 1000.0
         self.clock = clock
+        #: Measures the flag cache's age (monotonic: a wall-clock step never stretches it).
+        self.monotonic = monotonic
         self._flags: dict[str, Flag] = {}
         self._flags_read_at = float("-inf")
         self._lock = threading.Lock()
-        self.last_delivered_by: str | None = None
         #: Where "provider-changed" events go (``{prefix}admin-events``); None: not announced.
         self.control_channel = control_channel
         self._active: str | None = None
@@ -119,15 +117,12 @@ class BroadcasterManager:
     # Flags -----------------------------------------------------------------------------------
 
     def current_flags(self) -> dict[str, Flag]:
-        now = time.monotonic()
+        now = self.monotonic()
         if now - self._flags_read_at >= self.flag_cache_s:
             self._flags = self.state.flags(self.names)
             self._flags_read_at = now
         wall = self.clock()
         return {n: f for n, f in self._flags.items() if f.until is None or f.until > wall}
-
-    def invalidate_flags(self) -> None:
-        self._flags_read_at = float("-inf")
 
     def _set_flag(self, name: str, error: BroadcastError) -> None:
         if error.flag is FlagAction.UNTIL_RESET:
@@ -199,8 +194,6 @@ class BroadcasterManager:
                 wait = getattr(provider_error, "retry_after_s", None)
                 if wait is not None:
                     report.retry_after_s = min(wait, report.retry_after_s or wait)
-            if attempt.delivered:
-                self.last_delivered_by = name
             if broadcaster.live or not self.has_live:
                 report.delivered.extend((m, name) for m in attempt.delivered)
                 pending = owed

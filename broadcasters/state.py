@@ -426,6 +426,7 @@ def sent_series(tables: Sequence[Mapping[str, str]], minutes: int) -> list[int]:
     return [int(float(table.get("sent", 0))) for table in tables]
 
 
-def state_from_url(redis_url: str | None, prefix: str) -> SharedState:
+def state_from_url(redis_url: str | None, prefix: str, *,
+                   clock: Callable[[], float] = time.time) -> SharedState:
     """Redis-backed state when a URL is given, in-memory otherwise."""
-    return SharedState(backend_from_url(redis_url, prefix))
+    return SharedState(backend_from_url(redis_url, prefix), clock=clock)

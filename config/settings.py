@@ -28,7 +28,7 @@ PROVIDERS = ("pusher", "ably", "socketio")
 #: What each provider needs set before it can be listed.
 PROVIDER_NEEDS = {"pusher": "PUSHER_APP_ID, PUSHER_KEY, PUSHER_SECRET", "ably": "ABLY_API_KEY",
                   "socketio": "SOCKETIO_MESSAGE_QUEUE"}
-KNOWN_BROADCASTERS = (*PROVIDERS, "log", "stub")
+KNOWN_BROADCASTERS = (*PROVIDERS, "log")
 _APP_ID = re.compile(r"^\d+$")
 #: Characters Pusher allows in a channel name (so in the prefix, and in a run id).
 CHANNEL_NAME_PATTERN = re.compile(r"[A-Za-z0-9_\-=@,.;]+")
@@ -380,7 +380,7 @@ class Settings(BaseSettings):
             return self.ably_api_key is not None
         if name == "socketio":
             return self.socketio_message_queue is not None
-        return name in ("log", "stub")
+        return name == "log"
 
     @property
     def broadcaster_order(self) -> tuple[str, ...]:

@@ -15,6 +15,7 @@ import pytest
 import redis
 from support.fault_server import FaultServer
 from support.pusher_ws import Subscriber, SubscriberFactory
+from support.redis_keys import delete_prefixed
 from support.servers import RedisServer, Soketi, SoketiFactory, soketi_available
 
 #: soketi's per-event payload limit, matching Pusher Channels' 10 KB.
@@ -188,8 +189,7 @@ def shared_state(request: pytest.FixtureRequest) -> Iterator[SharedState]:
     server: RedisServer = request.getfixturevalue("redis_server")
     store = RedisBackend.from_url(server.url, prefix=f"test-{uuid.uuid4().hex[:8]}:")
     yield SharedState(store)
-    keys = store.scan("*")
-    store.delete(keys)
+    delete_prefixed(store)
     store.client.close()
 
 

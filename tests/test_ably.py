@@ -17,6 +17,7 @@ from contextlib import closing
 
 import pytest
 from support.ably_server import AblyMessage, AblyServer
+from support.clock import FakeClock
 from support.fault_server import FaultServer
 
 from broadcasters.ably import AblyBroadcaster, ably_client
@@ -217,13 +218,14 @@ def test_a_retried_batch_reuses_the_same_ids(ably_server: AblyServer) -> None:
     manager = build_manager(_settings(ably_server))
     try:
         report = manager.send([_batch(120, text="x" * 400)])
-        assert report.should_retry
+        assert [e["seq"] for m in report.pending for e in json.loads(m.payload)["events"]] == (
+            list(range(1, 121))), "every line owed, to retry"
         assert {e.category for e in report.pending_errors.values()} == {"transient"}
         assert manager.state.flags(["ably"]) == {}
         retry = manager.send(report.pending)
     finally:
         manager.close()
-    assert not retry.should_retry
+    assert retry.pending == []
     assert {name for _, name in retry.delivered} == {"ably"}
     failed, *retried = ably_server.publishes
     assert failed.status == 500
@@ -242,11 +244,12 @@ def test_over_quota_pusher_falls_back_to_ably_and_comes_back_when_the_flag_lifts
            **fault_server.env(), **_env(ably_server), "RELAYCAST_BROADCASTERS": "pusher,ably",
            "RELAYCAST_QUOTA_DISABLE": "1s"}
     fault_server.respond(403, "Over quota", times=1)
-    manager = build_manager(load_settings(**env))
+    clock = FakeClock()
+    manager = build_manager(load_settings(**env), clock=clock)
     try:
         report = manager.send([_batch(300, "run-1", text="y" * 300)])
         assert fault_server.count("/apps/1/batch_events") == 1
-        assert not report.should_retry
+        assert report.pending == []
         assert {name for _, name in report.delivered} == {"ably"}
         assert manager.state.flags(["pusher"])["pusher"].reason.startswith("quota exceeded")
         received = ably_server.messages
@@ -257,7 +260,8 @@ def test_over_quota_pusher_falls_back_to_ably_and_comes_back_when_the_flag_lifts
             assert message.id == f"run-1:{seqs[0]}-{seqs[-1]}"
         assert [m.id for m in logs] == [m.id for m, _ in report.delivered]
 
-        time.sleep(1.2)
+        assert manager.state.flags(["pusher"])["pusher"].until == clock.now + 1
+        clock.advance(1.5)  # RELAYCAST_QUOTA_DISABLE=1s later
         again = manager.send([_batch(5, "run-2")])
     finally:
         manager.close()

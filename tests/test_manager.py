@@ -1,8 +1,10 @@
 """The manager's policy, with scripted stub broadcasters over both state backends.
 
 The provider adapters themselves are tested against soketi and a faulting HTTP server
-(test_pusher_*.py); here the stub stands in for a provider so every branch of the
-policy can be driven exactly.
+(test_pusher_*.py); here the stub (a test double, ``tests/support/stub.py``) stands in for
+a provider so every branch of the policy can be driven exactly. Time is a clock the test
+moves (``clock=`` on the manager and the state, ``monotonic=`` for the flag cache), so no
+test sleeps.
 """
 
 from __future__ import annotations
@@ -10,7 +12,8 @@ from __future__ import annotations
 import json
 import time
 
-import pytest
+from support.clock import FakeClock
+from support.stub import StubBroadcaster
 
 from broadcasters.base import Message
 from broadcasters.errors import (
@@ -23,7 +26,6 @@ from broadcasters.errors import (
 from broadcasters.manager import BroadcasterManager
 from broadcasters.packing import LogBatch
 from broadcasters.state import SharedState
-from broadcasters.stub import StubBroadcaster
 
 
 def _batch(n: int = 50, run_id: str = "run-1", text: str = "line") -> LogBatch:
@@ -41,12 +43,17 @@ def _manager(state: SharedState, *stubs: StubBroadcaster, **kw: object) -> Broad
     return BroadcasterManager(list(stubs), state, flag_cache_ms=0, **kw)  # type: ignore[arg-type]
 
 
+def _on_clock(state: SharedState, clock: FakeClock) -> SharedState:
+    """The same store, telling time by ``clock`` (flags' since/until, and whether they hold)."""
+    return SharedState(state.backend, clock=clock)
+
+
 def test_quota_flags_the_broadcaster_and_the_next_one_delivers(shared_state: SharedState) -> None:
     first, second = StubBroadcaster("pusher"), StubBroadcaster("ably")
     first.fail_always(QuotaExceeded("over quota", status=403))
     manager = _manager(shared_state, first, second)
     report = manager.send([_batch(100)])
-    assert not report.should_retry
+    assert report.pending == []
     assert _seqs(second.sent) == list(range(1, 101))
     assert first.requests == 1, "a spent quota costs one request, not one per chunk"
     flag = shared_state.flags(["pusher"])["pusher"]
@@ -55,17 +62,24 @@ def test_quota_flags_the_broadcaster_and_the_next_one_delivers(shared_state: Sha
     report = manager.send([_batch(10, "run-2")])
     assert first.requests == 1, "a flagged broadcaster gets no request"
     assert "pusher" in report.skipped
-    assert manager.last_delivered_by == "ably"
+    assert {name for _, name in report.delivered} == {"ably"}
+    assert _seqs(second.sent)[100:] == list(range(1, 11))
 
 
 def test_quota_disable_duration_is_configurable(shared_state: SharedState) -> None:
+    clock = FakeClock()
+    state = _on_clock(shared_state, clock)
     first = StubBroadcaster("pusher")
     first.fail_next(QuotaExceeded("over quota"))
-    manager = _manager(shared_state, first, StubBroadcaster("log"), quota_disable_s=0.3)
+    manager = _manager(state, first, StubBroadcaster("log"), quota_disable_s=60, clock=clock)
     manager.send([_batch(5)])
-    assert "pusher" in shared_state.flags(["pusher"])
-    time.sleep(0.5)
+    assert state.flags(["pusher"])["pusher"].until == clock.now + 60
+    clock.advance(59)
     manager.send([_batch(5, "run-2")])
+    assert first.requests == 1, "still off a second before the configured end"
+    clock.advance(2)
+    manager.send([_batch(5, "run-3")])
+    assert first.requests == 2
     assert _seqs(first.sent) == list(range(1, 6))
 
 
@@ -82,15 +96,21 @@ def test_auth_failure_disables_until_re_enabled(shared_state: SharedState) -> No
 
 
 def test_rate_limit_pauses_for_retry_after_and_moves_on(shared_state: SharedState) -> None:
+    clock = FakeClock()
+    state = _on_clock(shared_state, clock)
     first, second = StubBroadcaster("pusher"), StubBroadcaster("log")
-    first.fail_next(RateLimited("slow down", retry_after_s=0.4, status=429))
-    manager = _manager(shared_state, first, second)
+    first.fail_next(RateLimited("slow down", retry_after_s=30, status=429))
+    manager = _manager(state, first, second, clock=clock)
     report = manager.send([_batch(5)])
     assert _seqs(second.sent) == [1, 2, 3, 4, 5]
-    assert shared_state.flags(["pusher"])["pusher"].kind == "paused"
-    assert report.retry_after_s == 0.4
-    time.sleep(0.5)
+    paused = state.flags(["pusher"])["pusher"]
+    assert (paused.kind, paused.until) == ("paused", clock.now + 30)
+    assert report.retry_after_s == 30
+    clock.advance(29)
     manager.send([_batch(5, "run-2")])
+    assert first.requests == 1, "paused for the whole retry-after"
+    clock.advance(2)
+    manager.send([_batch(5, "run-3")])
     assert len(first.sent) == 1
 
 
@@ -99,12 +119,11 @@ def test_transient_failure_everywhere_is_reported_for_retry(shared_state: Shared
     only.fail_next(TransientError("502 bad gateway", status=502))
     manager = _manager(shared_state, only)
     report = manager.send([_batch(30)])
-    assert report.should_retry
     assert _seqs(report.pending) == list(range(1, 31))
     assert all(e.category == "transient" for e in report.pending_errors.values())
     assert shared_state.flags(["pusher"]) == {}, "a transient failure sets no flag"
     retry = manager.send(report.pending)
-    assert not retry.should_retry
+    assert retry.pending == []
     assert _seqs(only.sent) == list(range(1, 31))
 
 
@@ -112,18 +131,21 @@ def test_bad_request_is_final_and_not_passed_on(shared_state: SharedState) -> No
     first, second = StubBroadcaster("pusher"), StubBroadcaster("log")
     first.fail_next(BadRequest("invalid channel", status=400))
     report = _manager(shared_state, first, second).send([_batch(5)])
-    assert not report.should_retry
+    assert report.pending == []
     assert [e.category for _, e in report.failed] == ["bad_request"]
     assert second.sent == []
 
 
 def test_everything_flagged_means_retry_later(shared_state: SharedState) -> None:
-    shared_state.disable("pusher", "maintenance", until=time.time() + 60)
+    clock = FakeClock()
+    state = _on_clock(shared_state, clock)
+    state.disable("pusher", "maintenance", until=clock.now + 60)
+    clock.advance(15)
     only = StubBroadcaster("pusher")
-    report = _manager(shared_state, only).send([_batch(3)])
+    report = _manager(state, only, clock=clock).send([_batch(3)])
     assert only.requests == 0
-    assert report.should_retry
-    assert report.next_chance_s == pytest.approx(60, abs=1)
+    assert _seqs(report.pending) == [1, 2, 3]
+    assert report.next_chance_s == 60 - 15
     assert "maintenance" in str(next(iter(report.pending_errors.values())))
 
 
@@ -148,15 +170,18 @@ def test_counters_record_every_broadcaster_touched(shared_state: SharedState) ->
 
 
 def test_flags_are_read_once_per_cache_window(shared_state: SharedState) -> None:
+    ticks = FakeClock(0.0)
     stub = StubBroadcaster("pusher")
-    manager = BroadcasterManager([stub, StubBroadcaster("log")], shared_state, flag_cache_ms=60_000)
+    manager = BroadcasterManager([stub, StubBroadcaster("log")], shared_state,
+                                 flag_cache_ms=60_000, monotonic=ticks)
     manager.send([_batch(1)])
-    shared_state.disable("pusher", "set elsewhere", until=time.time() + 60)
+    shared_state.disable("pusher", "set elsewhere", until=time.time() + 3600)
+    ticks.advance(59.5)
     manager.send([_batch(1, "run-2")])
     assert stub.requests == 2, "within the cache window the old flags are used"
-    manager.invalidate_flags()
+    ticks.advance(0.5)
     manager.send([_batch(1, "run-3")])
-    assert stub.requests == 2
+    assert stub.requests == 2, "once the window is over, the flag set elsewhere is seen"
 
 
 # Live and non-live broadcasters ------------------------------------------------------------------
@@ -174,7 +199,7 @@ def test_lines_only_log_took_are_still_owed_to_the_live_broadcaster(
     assert _seqs(report.pending) == list(range(1, 21))
     assert report.next_chance_s == 0.0, "a transient failure is worth retrying at once"
     retry = manager.send(report.pending, live_only=True)
-    assert not retry.should_retry
+    assert retry.pending == []
     assert len(log.sent) == len(report.logged), "a retry does not write to log again"
     assert [name for _, name in retry.delivered] == ["pusher"] * len(retry.delivered)
 
@@ -182,23 +207,26 @@ def test_lines_only_log_took_are_still_owed_to_the_live_broadcaster(
 def test_with_no_live_broadcaster_configured_log_is_final(shared_state: SharedState) -> None:
     log = StubBroadcaster("log", live=False)
     report = _manager(shared_state, log).send([_batch(5)])
-    assert not report.should_retry
+    assert report.pending == []
     assert [name for _, name in report.delivered] == ["log"]
     assert report.logged == []
 
 
 def test_when_every_live_broadcaster_is_off_until_later_no_retry_can_help(
         shared_state: SharedState) -> None:
-    shared_state.disable("pusher", "maintenance", until=None)
+    clock = FakeClock()
+    state = _on_clock(shared_state, clock)
+    state.disable("pusher", "maintenance", until=None)
     pusher, log = StubBroadcaster("pusher"), StubBroadcaster("log", live=False)
-    report = _manager(shared_state, pusher, log).send([_batch(5)])
+    report = _manager(state, pusher, log, clock=clock).send([_batch(5)])
     assert pusher.requests == 0
-    assert report.should_retry
+    assert _seqs(report.pending) == [1, 2, 3, 4, 5], "log took them; a live one is owed"
     assert report.next_chance_s is None, "off until an operator re-enables it"
-    shared_state.enable("pusher")
-    shared_state.pause("pusher", 0.75, "rate limited")
-    report = _manager(shared_state, pusher, log).send([_batch(5, "run-2")])
-    assert report.next_chance_s == pytest.approx(0.75, abs=0.1), "a pause ends by itself"
+    state.enable("pusher")
+    state.pause("pusher", 30, "rate limited")
+    clock.advance(10)
+    report = _manager(state, pusher, log, clock=clock).send([_batch(5, "run-2")])
+    assert report.next_chance_s == 30 - 10, "a pause ends by itself"
 
 
 def test_a_change_of_carrier_is_announced_once_for_every_worker(shared_state: SharedState) -> None:
@@ -245,6 +273,6 @@ def test_a_lone_surrogate_never_stops_a_message(shared_state: SharedState) -> No
     stub = StubBroadcaster("pusher")
     batch = _batch(3, text="report-\udcff.csv")
     report = _manager(shared_state, stub).send([batch])
-    assert not report.should_retry and not report.failed
+    assert report.pending == [] and report.failed == []
     assert _seqs(stub.sent) == [1, 2, 3]
     assert "report-\ufffd.csv 1" in stub.sent[0].payload

@@ -5,8 +5,9 @@ Hypothesis generates the lines (lone surrogates, NUL, huge text, nesting, non-st
 NaN, objects, unknown levels); they go through the real path: the emitter (cleaning,
 numbering, SQL on SQLite and PostgreSQL), the broadcast task run in this process
 (``Task.apply``: the ordering gate, the manager, packing under Pusher's size limit, the
-bookkeeping in SQL) with the in-memory ``stub`` broadcaster standing in for the provider,
-and the history endpoint of ``relaycast api`` (a subprocess).
+bookkeeping in SQL) with the real Pusher adapter publishing to a local HTTP server that
+records what it got (``support.fault_server``), and the history endpoint of ``relaycast
+api`` (a subprocess).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from support.api import ApiServer
 from support.emitting import Recorder
+from support.fault_server import FaultServer
 
 from workflows.cleaning import clean_text
 from workflows.emitter import Emitter
@@ -62,18 +64,20 @@ _RUNS = itertools.count()
 
 
 @pytest.fixture
-def pipeline(database_url: str, monkeypatch: pytest.MonkeyPatch
-             ) -> Iterator[tuple[LogStore, ApiServer]]:
+def pipeline(database_url: str, fault_server: FaultServer, monkeypatch: pytest.MonkeyPatch
+             ) -> Iterator[tuple[LogStore, ApiServer, FaultServer]]:
     from tasks import runtime
 
     monkeypatch.setenv("DATABASE_URL", database_url)
-    monkeypatch.setenv("RELAYCAST_BROADCASTERS", "stub")
+    for name, value in {"PUSHER_APP_ID": "1", "PUSHER_KEY": "app-key", "PUSHER_SECRET": "s",
+                        **fault_server.env(), "RELAYCAST_BROADCASTERS": "pusher"}.items():
+        monkeypatch.setenv(name, value)
     runtime.reset()
     store = LogStore.from_url(database_url)
     api = ApiServer({"DATABASE_URL": database_url})
     api.start()
     try:
-        yield store, api
+        yield store, api, fault_server
     finally:
         api.close()
         runtime.reset()
@@ -91,11 +95,11 @@ def _expected_message(message: Any) -> str:
                                  HealthCheck.data_too_large])
 @given(lines=st.lists(_LINE, min_size=1, max_size=8))
 def test_any_line_is_stored_broadcast_and_served(
-        pipeline: tuple[LogStore, ApiServer], lines: list[tuple[Any, Any, Any]]) -> None:
-    from tasks import runtime
+        pipeline: tuple[LogStore, ApiServer, FaultServer], lines: list[tuple[Any, Any, Any]]
+) -> None:
     from tasks.broadcast import broadcast
 
-    store, api = pipeline
+    store, api, pusher = pipeline
     run_id = f"prop-{next(_RUNS)}"
     recorder = Recorder()
     emitter = Emitter(store=lambda: store, enqueue=recorder, flush_interval_ms=60_000)
@@ -114,11 +118,12 @@ def test_any_line_is_stored_broadcast_and_served(
     for batch in recorder.batches:
         result = broadcast.apply(args=[batch])
         assert result.successful(), result.traceback
-    stub = runtime.manager().broadcasters[0]
-    delivered = {e["seq"] for m in getattr(stub, "sent", []) if m.channel.endswith(run_id)
-                 for e in json.loads(m.payload)["events"]}
+    published = [event for request in pusher.requests if request.path == "/apps/1/batch_events"
+                 for event in request.json()["batch"]
+                 if event["channel"] == f"private-logs-{run_id}"]
+    delivered = {e["seq"] for event in published for e in json.loads(event["data"])["events"]}
     assert delivered == set(range(1, len(lines) + 1)), "every line broadcast"
-    assert store.broadcast_counts([run_id]) == {(LineState.SENT, "stub"): len(lines)}
+    assert store.broadcast_counts([run_id]) == {(LineState.SENT, "pusher"): len(lines)}
 
     answer = requests.get(f"{api.url}/runs/{run_id}/logs", timeout=30)
     assert answer.status_code == 200

@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.clock import FakeClock
 from support.fault_server import FaultServer
+from support.redis_keys import delete_prefixed
 from support.servers import RedisServer
 from support.workers import relaycast_cli, run_python
 
@@ -51,7 +53,7 @@ def redis_state_env(redis_server: RedisServer) -> Iterator[dict[str, str]]:
     prefix = f"faults-{time.monotonic_ns()}:"
     yield {"REDIS_URL": redis_server.url, "RELAYCAST_STATE_PREFIX": prefix}
     store = RedisBackend.from_url(redis_server.url, prefix)
-    store.delete(store.scan("*"))
+    delete_prefixed(store)
     store.client.close()
 
 
@@ -81,10 +83,11 @@ def test_the_quota_flag_lifts_by_itself_and_by_relaycast_enable(
 ) -> None:
     env = _env(fault_server, RELAYCAST_QUOTA_DISABLE="1s", **redis_state_env)
     fault_server.respond(403, "Over quota", times=1)
-    manager = build_manager(load_settings(**env))
+    clock = FakeClock()
+    manager = build_manager(load_settings(**env), clock=clock)
     manager.send([_batch(5)])
-    assert "pusher" in manager.state.flags(["pusher"])
-    time.sleep(1.2)
+    assert manager.state.flags(["pusher"])["pusher"].until == clock.now + 1
+    clock.advance(1.5)
     manager.send([_batch(5, "run-2")])
     assert _log_requests(fault_server) == 2, "after `until` pusher is tried again"
 
@@ -125,11 +128,11 @@ def test_server_errors_and_timeouts_are_retryable(
     fault_server.respond(times=1, **answer)
     manager = build_manager(load_settings(**_env(fault_server, RELAYCAST_BROADCASTERS="pusher")))
     report = manager.send([_batch(25)])
-    assert report.should_retry
+    assert len(report.pending) == 1 and report.pending[0].seqs == (1, 25), "owed, to retry"
     assert {e.category for e in report.pending_errors.values()} == {category}
     assert manager.state.flags(["pusher"]) == {}
     retry = manager.send(report.pending)
-    assert not retry.should_retry
+    assert retry.pending == []
     assert {name for _, name in retry.delivered} == {"pusher"}
 
 
@@ -137,7 +140,7 @@ def test_400_is_not_retried(fault_server: FaultServer) -> None:
     fault_server.respond(400, "Invalid channel name", times=1)
     manager = build_manager(load_settings(**_env(fault_server)))
     report = manager.send([_batch(5)])
-    assert not report.should_retry
+    assert report.pending == []
     assert [e.category for _, e in report.failed] == ["bad_request"]
     assert manager.state.flags(["pusher"]) == {}
 
@@ -162,7 +165,7 @@ def test_requests_carry_at_most_ten_events(fault_server: FaultServer) -> None:
     lines = [{"seq": i, "ts": i, "level": "info", "message": "x" * 3000, "data": {}}
              for i in range(1, 46)]
     report = manager.send([LogBatch("private-logs-r", "r", lines)])
-    assert not report.should_retry
+    assert report.pending == []
     sizes = [len(r.json()["batch"]) for r in fault_server.requests]
     assert sizes and max(sizes) <= 10
     assert sum(sizes) == len(report.delivered)

@@ -43,7 +43,7 @@ def test_a_message_reaches_a_signed_subscriber_of_a_private_channel(
                                                     subscriber.socket_id, channel))
     manager = build_manager(_settings(soketi), SharedState(MemoryBackend()))
     report = manager.send([LogBatch(channel, "run-42", _lines(2000))])
-    assert not report.should_retry and not report.failed
+    assert report.pending == [] and report.failed == []
     assert len(report.delivered) > 10, "2,000 lines need several messages and requests"
     events = subscriber.wait_for(lambda evs: len(_received_seqs(
         [e for e in evs if e["channel"] == channel])) >= 2000)
@@ -62,7 +62,7 @@ def test_utf8_over_10kb_is_split_or_truncated_so_soketi_never_answers_413(
              *_lines(5, start=7)]
     manager = build_manager(_settings(soketi), SharedState(MemoryBackend()))
     report = manager.send([LogBatch(channel, "utf8", lines)])
-    assert report.failed == [] and not report.should_retry
+    assert report.failed == [] and report.pending == []
     assert manager.state.counts("pusher").failed == {}
     events = subscriber.wait_for(lambda evs: len(_received_seqs(evs)) >= 11)
     received = [line for e in events if e["event"] == "log" for line in e["data"]["events"]]

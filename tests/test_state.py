@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 
 import pytest
+from support.clock import FakeClock
 
 from broadcasters.backends import RedisBackend, StateUnavailable
 from broadcasters.state import (
@@ -34,10 +35,13 @@ def test_a_disabled_flag_is_seen_with_reason_until_and_cause(shared_state: Share
 
 
 def test_a_flag_lifts_by_itself_at_until(shared_state: SharedState) -> None:
-    shared_state.disable("pusher", "quota exceeded", until=time.time() + 0.3)
-    assert "pusher" in shared_state.flags(["pusher"])
-    time.sleep(0.5)
-    assert shared_state.flags(["pusher"]) == {}
+    clock = FakeClock()
+    state = SharedState(shared_state.backend, clock=clock)
+    state.disable("pusher", "quota exceeded", until=clock.now + 30)
+    clock.advance(29.5)
+    assert "pusher" in state.flags(["pusher"])
+    clock.advance(0.5)
+    assert state.flags(["pusher"]) == {}
 
 
 def test_enable_lifts_disabled_and_paused(shared_state: SharedState) -> None:
@@ -67,20 +71,23 @@ def test_counters_add_up_over_the_hour_and_the_day(shared_state: SharedState) ->
 
 def test_the_latest_outcome_says_whether_a_broadcaster_is_failing_now(
         shared_state: SharedState) -> None:
-    shared_state.record({"pusher": Counts(sent=3, requests=1)})
-    first = shared_state.outcomes(["pusher"])["pusher"]
-    assert first.ok_at is not None and first.error_at is None
-    assert first.failing_since(time.time(), within_s=60) is None
-    time.sleep(0.01)
-    shared_state.record({"pusher": Counts(requests=1, failed={"transient": 1})},
-                        {"pusher": "transient: HTTP 502: bad gateway"})
-    failing = shared_state.outcomes(["pusher"])["pusher"]
+    clock = FakeClock()
+    state = SharedState(shared_state.backend, clock=clock)
+    state.record({"pusher": Counts(sent=3, requests=1)})
+    first = state.outcomes(["pusher"])["pusher"]
+    assert (first.ok_at, first.error_at) == (clock.now, None)
+    assert first.failing_since(clock.now, within_s=60) is None
+    clock.advance(1)
+    state.record({"pusher": Counts(requests=1, failed={"transient": 1})},
+                 {"pusher": "transient: HTTP 502: bad gateway"})
+    failing = state.outcomes(["pusher"])["pusher"]
     assert failing.error == "transient: HTTP 502: bad gateway"
-    assert failing.failing_since(time.time(), within_s=60) == failing.error_at
-    assert failing.failing_since(time.time() + 120, within_s=60) is None, "an old failure is history"
-    time.sleep(0.01)
-    shared_state.record({"pusher": Counts(sent=1, requests=1)})
-    assert shared_state.outcomes(["pusher"])["pusher"].failing_since(time.time(), 60) is None
+    assert failing.error_at == clock.now
+    assert failing.failing_since(clock.now, within_s=60) == clock.now
+    assert failing.failing_since(clock.now + 120, within_s=60) is None, "an old failure is history"
+    clock.advance(1)
+    state.record({"pusher": Counts(sent=1, requests=1)})
+    assert state.outcomes(["pusher"])["pusher"].failing_since(clock.now, 60) is None
 
 
 def test_an_outcome_with_a_later_success_is_not_failing() -> None:

@@ -18,6 +18,7 @@ import pytest
 import requests
 from conftest import require
 from support.api import ApiServer
+from support.redis_keys import delete_prefixed
 from support.seeding import seed_lines
 from support.servers import RedisServer
 
@@ -281,7 +282,7 @@ def test_ui_config_follows_the_flags_every_worker_shares(database: str,
         state.swap_active("pusher")
         assert requests.get(server.url + "/ui/config", timeout=10).json()["transport"] == "pusher"
     finally:
-        backend.delete(backend.scan("*"))
+        delete_prefixed(backend)
         backend.close()
         server.close()
 

@@ -1,7 +1,8 @@
-"""The ``stub`` broadcaster: in memory, records what it got, can be scripted to fail.
+"""A test double of a broadcaster: in memory, records what it got, can be scripted to fail.
 
-For demos and for unit-testing the manager's policy. It is never a stand-in for the
-real-server tests: the Pusher adapter is tested against soketi and a faulting HTTP server.
+For unit-testing the manager's policy; never selectable by name in production (tests build
+it directly). It is never a stand-in for the real-server tests: the Pusher adapter is
+tested against soketi and a faulting HTTP server.
 """
 
 from __future__ import annotations
