@@ -12,7 +12,6 @@ from typing import Any
 import pytest
 
 from workflows.cleaning import (
-    ORIGINAL_LEVEL_KEY,
     Cleaning,
     clean_data,
     clean_text,
@@ -117,7 +116,7 @@ def test_an_unknown_level_is_info_keeping_the_level_given() -> None:
     assert normalise_level(None, report) == ("info", "None")
     assert report.unknown_levels == 2
     assert report.unknown_level_names == {"trace", "None"}
-    assert ORIGINAL_LEVEL_KEY == "relaycast_level"
+    # Where the level given is kept (data["relaycast_level"]): test_writer.py, on stored lines.
 
 
 def test_numeric_levels_map_to_the_nearest_level_at_or_below() -> None:

@@ -1,14 +1,17 @@
-"""The error taxonomy is decided by status code and body, never by exception class."""
+"""The error taxonomy is decided by status code and body, never by exception class; each
+category leads the manager (with the real Pusher adapter, against a faulting HTTP server) to
+retry or not, and to flag the broadcaster or not, as the category says."""
 
 from __future__ import annotations
 
 import pytest
+from support.fault_server import FaultServer
 
+from broadcasters.backends import MemoryBackend
 from broadcasters.errors import (
     AuthFailed,
     BadRequest,
     BroadcastError,
-    FlagAction,
     PayloadTooLarge,
     QuotaExceeded,
     RateLimited,
@@ -16,6 +19,11 @@ from broadcasters.errors import (
     classify_http,
     parse_retry_after,
 )
+from broadcasters.factory import build_manager
+from broadcasters.manager import BroadcasterManager
+from broadcasters.packing import LogBatch
+from broadcasters.state import BroadcasterState, FlagCause, SharedState
+from config import load_settings
 
 
 @pytest.mark.parametrize(
@@ -45,19 +53,52 @@ def test_status_and_body_decide_the_category(
     assert error.status == status
 
 
-ALL = (QuotaExceeded, RateLimited, PayloadTooLarge, BadRequest, AuthFailed, TransientError)
+def _pusher_manager(fault_server: FaultServer) -> BroadcasterManager:
+    """The real Pusher adapter, alone, publishing to the fault server; state in memory."""
+    settings = load_settings(PUSHER_APP_ID="1", PUSHER_KEY="app-key", PUSHER_SECRET="s",
+                             **fault_server.env(), RELAYCAST_BROADCASTERS="pusher",
+                             RELAYCAST_FLAG_CACHE_MS="0", RELAYCAST_PROVIDER_TIMEOUT_S="0.5")
+    return build_manager(settings, SharedState(MemoryBackend()))
 
 
-def test_only_failures_of_the_message_itself_are_final() -> None:
-    final = {cls.category for cls in ALL if not cls.retryable}
-    assert final == {"too_large", "bad_request"}, "nothing is retried that cannot succeed"
+def _batch(run_id: str) -> LogBatch:
+    return LogBatch(f"private-logs-{run_id}", run_id, [
+        {"seq": 1, "ts": 1, "level": "info", "message": "line 1", "data": {}}])
 
 
-def test_each_category_says_what_happens_to_its_broadcaster() -> None:
-    actions = {cls.category: cls.flag for cls in ALL}
-    assert actions == {"quota": FlagAction.UNTIL_RESET, "rate_limited": FlagAction.PAUSE,
-                       "auth": FlagAction.UNTIL_ENABLED, "too_large": None,
-                       "bad_request": None, "transient": None}
+@pytest.mark.parametrize(
+    ("status", "body", "retried", "flag"),
+    [
+        (403, "Over quota", True, (BroadcasterState.DISABLED, FlagCause.QUOTA)),
+        (401, "Invalid signature", True, (BroadcasterState.DISABLED, FlagCause.AUTH)),
+        (429, "Too many requests", True, (BroadcasterState.PAUSED, FlagCause.RATE_LIMIT)),
+        (503, "", True, None),
+        (400, "Invalid channel", False, None),
+        (413, "Request Entity Too Large", False, None),
+    ],
+    ids=["quota", "auth", "rate-limited", "transient", "bad-request", "too-large"],
+)
+def test_each_category_leads_the_manager_to_do_what_it_says(
+    fault_server: FaultServer, status: int, body: str, retried: bool,
+    flag: tuple[BroadcasterState, FlagCause] | None,
+) -> None:
+    fault_server.respond(status, body, times=1)
+    manager = _pusher_manager(fault_server)
+    try:
+        report = manager.send([_batch("run-1")])
+        if retried:  # it may pass: owed, for the task to retry
+            assert (len(report.pending), report.failed) == (1, [])
+        else:  # a failure of the message itself: final, never retried
+            assert report.pending == []
+            assert [m.seqs for m, _ in report.failed] == [(1, 1)]
+        flags = manager.state.flags(["pusher"])
+        assert ((flags["pusher"].kind, flags["pusher"].cause) if flags else None) == flag
+        manager.send([_batch("run-2")])
+        expected_requests = 1 if flag else 2
+        assert fault_server.count("/apps/1/batch_events") == expected_requests, (
+            "a flagged broadcaster gets no request; an unflagged one is tried again")
+    finally:
+        manager.close()
 
 
 def test_retry_after_header_is_honoured_and_bounded() -> None:
