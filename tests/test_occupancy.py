@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 import requests
 from support.api import ApiServer
+from support.emitting import wait_until
 from support.pusher_ws import Subscriber
 from support.runs import has_lines, run_env, seqs_received, start_run
 from support.servers import RedisServer, Soketi, SoketiFactory, free_port
@@ -96,6 +97,22 @@ class Gated:
         return Subscriber(self.soketi.host, self.soketi.port, self.soketi.key, self.soketi.secret)
 
 
+def _until_occupancy(env: dict[str, str], check: Callable[[Occupancy], bool],
+                     timeout_s: float = 30) -> None:
+    """Wait until what the workers would read from the shared state passes ``check``."""
+    state = SharedState(RedisBackend.from_url(env["REDIS_URL"], env["RELAYCAST_STATE_PREFIX"]))
+    try:
+        occupancy = Occupancy(state, reconcile_s=RECONCILE_S)
+        assert wait_until(lambda: check(occupancy), timeout_s), "occupancy never got there"
+    finally:
+        state.close()
+
+
+def _until_watched(stack: Gated, channel: str) -> None:
+    """The channel's occupied webhook has reached the api and been recorded."""
+    _until_occupancy(stack.env, lambda o: o.watched([channel]) == {channel: True})
+
+
 def _webhooks_to(port: int) -> dict[str, str]:
     return {"SOKETI_DEFAULT_APP_WEBHOOKS": json.dumps([{
         "url": f"http://127.0.0.1:{port}/pusher/webhook",
@@ -125,7 +142,7 @@ def gated(broker: str, sqlite_url: str, soketi_factory: SoketiFactory,
             server.start()
         worker, beat = CeleryWorker(env, concurrency=2), CeleryBeat(env)
         workers.start(worker, beat)
-        time.sleep(RECONCILE_S + 0.5)  # the first reconciliation: occupancy is known
+        _until_occupancy(env, lambda o: o.known())  # beat's first reconciliation succeeded
         return Gated(env, soketi, proxy, server, worker, beat)
 
     yield make
@@ -186,7 +203,7 @@ def test_a_run_watched_from_the_start_is_published_in_full(gated: Callable[..., 
     channel = f"private-logs-{run_id}"
     subscriber = stack.subscriber()
     subscriber.subscribe(channel)
-    time.sleep(0.5)  # the occupied webhook reaches the api
+    _until_watched(stack, channel)
     start_run(stack.env, "burst", run_id, lines=1500, delay_ms=1)
     subscriber.wait_for(has_lines(subscriber, channel, 1500), timeout_s=60)
     assert sorted(set(seqs_received(subscriber, channel))) == list(range(1, 1501))
@@ -238,7 +255,7 @@ def test_when_the_last_watcher_leaves_publishing_stops_for_the_rest_of_the_run(
     channel = f"private-logs-{run_id}"
     subscriber = stack.subscriber()
     subscriber.subscribe(channel)
-    time.sleep(0.5)
+    _until_watched(stack, channel)
     start_run(stack.env, "burst", run_id, lines=3000, delay_ms=5)
     subscriber.wait_for(has_lines(subscriber, channel, 300), timeout_s=60)
     subscriber.unsubscribe(channel)
@@ -304,7 +321,11 @@ def test_a_lost_webhook_is_made_good_by_reconciliation(gated: Callable[..., Gate
     run_id = f"lost-webhook-{uuid.uuid4().hex[:6]}"
     channel = f"private-logs-{run_id}"
     start_run(stack.env, "burst", run_id, lines=3000, delay_ms=5)
-    time.sleep(2)
+    store = _store(stack)
+    try:  # the run is under way, unwatched
+        assert wait_until(lambda: store.line_counts([run_id]).get(run_id, (0, 0))[0] >= 300, 60)
+    finally:
+        store.close()
     subscriber = stack.subscriber()
     subscriber.subscribe(channel)
     subscribed = time.monotonic()
