@@ -1,10 +1,10 @@
 """The emitter's buffer: lines and admin events waiting for the flusher.
 
-``append`` is the hot path: one tuple onto a deque, no lock, no I/O. The buffer is
-bounded: past ``max_lines`` the oldest DEBUG lines are dropped first, then the oldest of
-the others; every drop is counted per run in a :class:`DropLedger`, and the flusher writes
-a WARNING line into each run saying how many it lost (so the numbering has no gap and the
-loss is in the run's own history).
+Appending a line is the hot path: ``Emitter.emit`` puts one tuple onto a deque itself (no
+call, no lock, no I/O). The buffer is bounded: past ``max_lines`` the oldest DEBUG lines
+are dropped first, then the oldest of the others; every drop is counted in a
+:class:`DropLedger`, and the flusher writes a WARNING line into each run saying how many it
+lost (so the numbering has no gap and the loss is in the run's own history).
 """
 
 from __future__ import annotations
@@ -25,15 +25,14 @@ AppEntry = tuple[int, str, str, str]
 
 @dataclass
 class DropLedger:
-    """Lines dropped, in total and per run; ``unreported`` waits to be written into the runs."""
+    """Lines dropped: in total (the emitter's stats), and per run in ``unreported`` until the
+    writer stores each run's WARNING line."""
 
     total: int = 0
-    by_run: dict[str, int] = field(default_factory=dict)
     unreported: dict[str, int] = field(default_factory=dict)
 
     def count(self, run_id: str, n: int = 1) -> None:
         self.total += n
-        self.by_run[run_id] = self.by_run.get(run_id, 0) + n
         self.unreported[run_id] = self.unreported.get(run_id, 0) + n
 
     def take_unreported(self) -> dict[str, int]:
@@ -75,15 +74,6 @@ class LineBuffer:
     def next_order(self) -> int:
         """A number after every line and event appended so far."""
         return next(self.order)
-
-    def append(self, run_id: str, level: Any, message: Any, data: Any, ts_ms: int) -> int:
-        """Add a line; return how many lines now wait. Never blocks."""
-        entry = (next(self.order), run_id, level, message, data, ts_ms)
-        (self.debug if level == "debug" else self.other).append(entry)
-        waiting = len(self.debug) + len(self.other)
-        if waiting > self.max_lines:
-            self.over_bound(waiting)
-        return waiting
 
     def over_bound(self, waiting: int) -> None:
         """Shed what is over the bound: the oldest DEBUG lines first."""

@@ -148,16 +148,13 @@ class Emitter:
             late=self._late, tasks_enqueued=self.outbox.enqueued,
             enqueue_failures=self.outbox.failures, store_failures=self.writer.failures)
 
-    @property
-    def dropped_by_run(self) -> dict[str, int]:
-        return dict(self.buffer.ledger.by_run)
-
     # Hot path ----------------------------------------------------------------------------------
 
     def emit(self, run_id: str, level: Any, message: Any, data: Any) -> None:
         """Queue one line. Never blocks on I/O, never raises."""
         try:
-            # LineBuffer.append, inline (the hot path: a call would cost a tenth of an emit).
+            # Appended here, not through a LineBuffer method (the hot path: a call would
+            # cost a tenth of an emit).
             buffer = self.buffer
             (buffer.debug if level == "debug" else buffer.other).append(
                 (next(buffer.order), run_id, level, message, data, time_ns() // 1_000_000))
