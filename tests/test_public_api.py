@@ -221,4 +221,7 @@ def test_the_wheel_installs_relaycast_and_its_four_packages_only(tmp_path: Path)
     assert not (site / "api").exists()
     assert not (site / "benchmarks").exists()
     assert ours <= {p.name for p in site.iterdir()}
-    assert (site / "relaycast" / "api" / "static" / "relaycast.js").is_file()
+    static = REPO / "relaycast" / "api" / "static"
+    files = [p.relative_to(static) for p in static.rglob("*") if p.is_file()]
+    assert "client/hub.js" in {f.as_posix() for f in files}
+    assert [f for f in files if not (site / "relaycast" / "api" / "static" / f).is_file()] == []
