@@ -79,7 +79,7 @@ def test_acme_nightly_under_a_real_worker_every_record_once_in_order_and_in_the_
     assert [event["data"] for event in shipped] == [{"orders": 3}]
 
     require(CHROMIUM.exists(), f"{CHROMIUM} (apt-get install chromium; tools/test.sh does it)")
-    api = ApiServer(env, "--host", "127.0.0.1")
+    api = ApiServer(env, "--host", "127.0.0.1", cwd=ACME)
     closing.append(api)
     api.start()
     with chromium() as browser:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 import time
+from pathlib import Path
 
 import requests
 
@@ -13,15 +14,18 @@ from support.workers import project_env
 
 
 class RelaycastServer(_ChildProcess):
-    """``python -m relaycast COMMAND --port P`` with its own environment; restartable on the
-    same port; waits until ``/healthz`` answers."""
+    """``python -m relaycast COMMAND --port P`` with its own environment (in ``cwd``, where a
+    user's workflow modules are found, if given); restartable on the same port; waits until
+    ``/healthz`` answers."""
 
     command = "api"
 
-    def __init__(self, env: dict[str, str], *args: str, port: int | None = None) -> None:
+    def __init__(self, env: dict[str, str], *args: str, port: int | None = None,
+                 cwd: Path | None = None) -> None:
         super().__init__()
         self.env = project_env(env)
         self.args = args
+        self.cwd = cwd
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
 
@@ -30,7 +34,7 @@ class RelaycastServer(_ChildProcess):
             return
         workdir = self._new_workdir()
         self._spawn([sys.executable, "-m", "relaycast", self.command, "--port", str(self.port),
-                     *self.args], workdir, env=self.env)
+                     *self.args], self.cwd or workdir, env=self.env)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if not self.is_running():
