@@ -138,3 +138,55 @@ def test_celery_itself_stops_with_one_line_naming_the_variable(
                         timeout_s=60)
     assert result.returncode == 2
     assert variable in one_line_error(result)
+
+
+#: The variables the contract names otherwise than ``RELAYCAST_<FIELD>`` (ARCHITECTURE.md).
+CONTRACT_NAMES = {
+    "PUSHER_APP_ID", "PUSHER_KEY", "PUSHER_SECRET", "PUSHER_CLUSTER", "PUSHER_HOST", "PUSHER_PORT",
+    "PUSHER_SSL", "ABLY_API_KEY", "ABLY_REST_HOST", "ABLY_REST_PORT", "ABLY_TLS", "REDIS_URL",
+    "CELERY_BROKER_URL", "DATABASE_URL", "SOCKETIO_MESSAGE_QUEUE", "SOCKETIO_CHANNEL",
+}
+
+
+def test_every_variable_is_relaycast_and_the_field_name_unless_the_contract_names_it() -> None:
+    from config.settings import Settings, _env_name
+
+    named = {field: _env_name(field) for field in Settings.model_fields}
+    contract = {field: name for field, name in named.items() if not name.startswith("RELAYCAST_")}
+    assert set(contract.values()) == CONTRACT_NAMES
+    assert all(name == field.upper() for field, name in contract.items()), contract
+    ruled = {field: name for field, name in named.items() if field not in contract}
+    assert all(name == f"RELAYCAST_{field.upper()}" for field, name in ruled.items()), ruled
+    assert {"flush_interval_ms", "pusher_max_event_bytes", "socketio_port", "mirror"} <= set(ruled)
+
+
+@pytest.mark.parametrize(("variable", "value"), [
+    ("RELAYCAST_SOCKETIO_PORT", "0"),
+    ("RELAYCAST_PUSHER_MAX_EVENT_BYTES", "20000"),
+    ("RELAYCAST_BROWSER_POLL_INTERVAL_MS", "soon"),
+    ("RELAYCAST_CAPTURE", "everything"),
+    ("RELAYCAST_LOG_LEVEL", "loud"),
+    ("RELAYCAST_MIRROR", "carrier-pigeon"),
+    ("RELAYCAST_WORKFLOWS", "not a module"),
+    ("RELAYCAST_BROWSER_SOCKETIO_URL", "live.example.com"),
+])
+def test_a_bad_value_of_a_derived_name_names_the_variable(
+        variable: str, value: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)
+    field = variable.removeprefix("RELAYCAST_").lower()
+    for given in ({variable: value}, {field: value}):
+        with pytest.raises(ConfigError, match=f"^invalid configuration: {variable}: "):
+            load_settings(**given)
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ConfigError, match=f"^invalid configuration: {variable}: "):
+        load_settings()
+
+
+def test_a_derived_name_is_read_from_the_environment_and_dotenv(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".env").write_text("RELAYCAST_SOCKETIO_PORT=9001\nSOCKETIO_CHANNEL=acme\n")
+    monkeypatch.setenv("RELAYCAST_PUSHER_MAX_EVENT_BYTES", "4096")
+    settings = load_settings()
+    assert (settings.socketio_port, settings.socketio_channel) == (9001, "acme")
+    assert settings.pusher_max_event_bytes == 4096

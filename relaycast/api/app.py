@@ -1,6 +1,8 @@
 """HTTP endpoints for the admin UI and browsers.
 
-* ``GET /admin/broadcaster-status``: the latest health report (computed live when none).
+* ``GET /admin/broadcaster-status``: the health report, always computed live (marked
+  stale when Redis is configured and beat's latest report has expired;
+  :func:`tasks.reporting.current_report`).
 * ``GET /runs/{run_id}/logs?after_seq=N``: a run's stored lines, for page load and catch-up
   after a reconnect (pusher-js does not replay missed messages).
 * ``POST /pusher/auth``: signs pusher-js private-channel subscriptions: relaycast's own
