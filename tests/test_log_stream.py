@@ -7,7 +7,7 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-from support.emitting import MakeEmitter, Recorder, messages
+from support.emitting import HELD, MakeEmitter, Recorder, messages, seqs, wait_until
 
 from workflows.log_stream import (
     RUN_ID_CHARS,
@@ -77,13 +77,84 @@ def test_log_stream_accepts_every_allowed_character_and_logs_at_each_level(
         log.critical("c")
         log.log("WARN", "an alias")
         log.log(logging.ERROR, "a logging number")
-    # Leaving the block flushed: the lines are in SQL without an explicit flush().
+    # Leaving the block stored the lines: they are in SQL without an explicit flush().
     lines = sqlite_store.lines(run_id)
     assert [(line.seq, line.level, line.message, line.data) for line in lines] == [
         (1, "debug", "d", {"step": 1}), (2, "info", "i", {"rows": 1200}), (3, "warning", "w", {}),
         (4, "error", "e", {"code": "E1"}), (5, "warning", "via log", {"extra": True}),
         (6, "critical", "c", {}), (7, "warning", "an alias", {}), (8, "error", "a logging number", {})]
+    # ... and flush() (waiting for the broker) has them enqueued.
+    assert log.flush(10)
     assert recorder.seqs(run_id) == [1, 2, 3, 4, 5, 6, 7, 8]
+
+
+def test_short_runs_leave_their_with_block_stored_not_enqueued_and_share_broadcast_tasks(
+        store: LogStore, emitters: MakeEmitter) -> None:
+    """50 runs of 10 lines, each in its own ``with``: every exit finds its lines in SQL and
+    has not enqueued anything (the flusher is HELD: its next send is a minute away), and the
+    flusher's next flush sends the 50 runs together."""
+    recorder = Recorder()
+    emitter = emitters(lambda: store, recorder, flush_interval_ms=HELD)
+    run_ids = [f"short-{r}" for r in range(50)]
+    enqueued_at_exit = []
+    for run_id in run_ids:
+        with LogStream(run_id, emitter=emitter) as log:
+            for i in range(10):
+                log.info(f"line {i}", i=i)
+        assert seqs(store, run_id) == list(range(1, 11)), "in SQL when the with block exits"
+        enqueued_at_exit.append(len(recorder.batches))
+    assert enqueued_at_exit == [0] * 50, "no with exit enqueued (nor waited for) a task"
+    assert emitter.stats.stored == 500
+
+    emitter.flush_once()  # the flusher's next (periodic) flush
+    assert len(recorder.batches) <= 5
+    assert len(recorder.batches) == 1, "500 lines fit one task (max_batch_lines 2000)"
+    [batch] = recorder.batches
+    assert [run["run_id"] for run in batch["runs"]] == run_ids, "one piece per run, in order"
+    for run_id in run_ids:
+        assert recorder.seqs(run_id) == list(range(1, 11))
+    assert emitter.stats.tasks_enqueued == 1
+
+
+def test_a_run_ended_by_close_is_sent_by_the_flusher_on_its_own(
+        store: LogStore, emitters: MakeEmitter) -> None:
+    """No one flushes after close(): the flusher's periodic send carries the lines."""
+    recorder = Recorder()
+    emitter = emitters(lambda: store, recorder)  # 10 ms interval
+    log = LogStream("closed-1", emitter=emitter)
+    for i in range(10):
+        log.info(f"line {i}")
+    assert log.close(10)
+    assert seqs(store, "closed-1") == list(range(1, 11))
+    assert wait_until(lambda: recorder.seqs("closed-1") == list(range(1, 11)))
+
+
+def test_lines_a_with_block_left_waiting_are_sent_when_the_emitter_stops(
+        store: LogStore, emitters: MakeEmitter) -> None:
+    """What process exit runs (``atexit`` → ``Emitter.stop``) sends what the exits staged."""
+    recorder = Recorder()
+    emitter = emitters(lambda: store, recorder, flush_interval_ms=HELD)
+    for run_id in ("exit-1", "exit-2"):
+        with LogStream(run_id, emitter=emitter) as log:
+            log.info("before exit")
+    assert recorder.batches == []
+    emitter.stop(timeout_s=10)
+    assert recorder.seqs("exit-1") == recorder.seqs("exit-2") == [1]
+    assert len(recorder.batches) == 1
+
+
+def test_log_stream_flush_waits_for_the_broker_unless_told_not_to(
+        store: LogStore, emitters: MakeEmitter) -> None:
+    recorder = Recorder()
+    emitter = emitters(lambda: store, recorder, flush_interval_ms=HELD)
+    log = LogStream("flushed-1", emitter=emitter)
+    log.info("one")
+    assert log.flush(10, wait_for_broker=False)
+    assert (seqs(store, "flushed-1"), recorder.batches) == ([1], [])
+    log.info("two")
+    assert log.flush(10)
+    assert recorder.seqs("flushed-1") == [1, 2], "both lines, in one task"
+    assert len(recorder.batches) == 1
 
 
 @pytest.fixture
@@ -147,3 +218,20 @@ def test_a_log_stream_handler_maps_custom_levels_to_the_nearest_level_below(
     stream_logger.log(15, "between debug and info")
     assert emitter.flush(10)
     assert [line.level for line in sqlite_store.lines("etl-1")] == ["info", "warning", "debug"]
+
+
+def test_a_runs_end_does_not_force_a_broadcast_task_of_its_own(
+        store: LogStore, emitters: MakeEmitter) -> None:
+    """What ``workflows.base.end_run`` does at a run's end: the lifecycle admin event, then a
+    store-only flush. Both wait for the next send, with the next run's lines."""
+    recorder = Recorder()
+    emitter = emitters(lambda: store, recorder, flush_interval_ms=HELD)
+    for run_id in ("ended-1", "ended-2"):
+        LogStream(run_id, emitter=emitter).info("work")
+        emitter.emit_admin("finished", {"run_id": run_id, "workflow": "w", "duration_s": 0.1})
+        assert emitter.flush(10, wait_for_broker=False)
+    assert recorder.batches == []
+    emitter.flush_once()
+    [batch] = recorder.batches
+    assert [run["run_id"] for run in batch["runs"]] == ["ended-1", "ended-2"]
+    assert [message["data"]["run_id"] for message in batch["admin"]] == ["ended-1", "ended-2"]

@@ -95,3 +95,39 @@ def test_without_a_broadcast_queue_wired_it_says_so_once_and_counts(
     warnings = [r.getMessage() for r in caplog.records if "no broadcast queue" in r.getMessage()]
     assert len(warnings) == 1
     assert "CELERY_BROKER_URL or REDIS_URL" in warnings[0]
+
+
+def test_adds_are_staged_until_a_send_which_makes_one_task_of_them() -> None:
+    """Flushes that only store (short runs ending) share the next send's task; a run's lines
+    that continue each other travel as one piece, a gap (another process's lines between)
+    starts a new piece."""
+    recorder = Recorder()
+    outbox = _outbox(recorder)
+    outbox.add(1, [("short-1", _events(1, 10))], [])
+    outbox.add(11, [("short-2", _events(1, 10))], [(15, "finished", {"run_id": "short-2"})])
+    outbox.add(21, [("short-1", _events(11, 5)), ("short-3", _events(1, 10))], [])
+    outbox.add(36, [("short-1", _events(21, 5))], [])
+    assert recorder.batches == [], "add enqueues nothing"
+    assert (outbox.first_waiting_order(), outbox.waiting_batches()) == (1, 1)
+    assert outbox.staged_lines == 40
+    outbox.send()
+    [batch] = recorder.batches
+    assert [(run["run_id"], [e["seq"] for e in run["events"]]) for run in batch["runs"]] == [
+        ("short-1", list(range(1, 16))), ("short-2", list(range(1, 11))),
+        ("short-3", list(range(1, 11))), ("short-1", list(range(21, 26)))]
+    assert [message["event"] for message in batch["admin"]] == ["finished"]
+    assert (outbox.first_waiting_order(), outbox.waiting_batches()) == (None, 0)
+    assert outbox.staged_lines == 0
+    assert outbox.enqueued == 1
+
+
+def test_staged_lines_beyond_max_batch_lines_are_cut_into_tasks_at_the_send() -> None:
+    recorder = Recorder()
+    outbox = _outbox(recorder, max_batch_lines=100)
+    for run in range(30):
+        outbox.add(run * 10 + 1, [(f"short-{run}", _events(1, 10))], [])
+    outbox.send()
+    assert [sum(len(run["events"]) for run in batch["runs"]) for batch in recorder.batches] == [
+        100, 100, 100]
+    assert [run["run_id"] for batch in recorder.batches for run in batch["runs"]] == [
+        f"short-{run}" for run in range(30)]

@@ -11,7 +11,16 @@ runs one flush through three parts:
 2. :class:`~workflows.writer.LineWriter` cleans them and stores them in SQL, where their
    sequence numbers are allocated (the source of truth);
 3. :class:`~workflows.outbox.Outbox` enqueues ONE broadcast task carrying every line and
-   admin event of the flush.
+   admin event stored since the last send.
+
+**Storing and sending have separate cadences.** A flush that only has to *store* (a
+``LogStream`` leaving its ``with`` block, a workflow task's end: ``flush(wait_for_broker=
+False)``, or an admin or app event waking the flusher) stores at once but enqueues only
+when a send is due: at most once per flush interval, or at once when
+``flush_max_lines`` lines wait, a whole batch (``max_batch_lines``) is staged, or someone
+waits for the broker (``flush()``, :meth:`Emitter.stop` and so process exit). So many short
+runs share broadcast tasks and provider requests, as a long run's lines do, and a caller
+never waits for the broker unless it asks to.
 
 If SQL is down, lines wait un-numbered (so shedding leaves no gap in the numbering) and are
 retried with backoff; if the broker is down, stored batches wait and are enqueued in order
@@ -130,6 +139,10 @@ class Emitter:
         self._done = threading.Condition()
         self._done_upto = 0  # every entry ordered up to here is stored and enqueued
         self._stored_upto = 0  # ... stored
+        #: Callers of flush() waiting for the broker: the flusher sends at once (under _done).
+        self._broker_waiters = 0
+        #: When the flusher's next send is due (monotonic; set when its thread starts).
+        self._next_send = 0.0
         self._flush_lock = threading.Lock()
         self._thread: threading.Thread | None = None
 
@@ -206,24 +219,35 @@ class Emitter:
     # Flushing ----------------------------------------------------------------------------------
 
     def flush(self, timeout_s: float = 5.0, *, wait_for_broker: bool = True) -> bool:
-        """Wait until every line emitted so far is stored in SQL and (unless
-        ``wait_for_broker`` is False) handed to the broadcast queue; False on timeout."""
+        """Wait until every line emitted so far is stored in SQL and, with
+        ``wait_for_broker`` (the default), handed to the broadcast queue (enqueued: not
+        published by a worker yet); False when ``timeout_s`` ran out first.
+
+        ``wait_for_broker=False`` waits for SQL only: the flusher stores the lines at once,
+        and they go to the broadcast queue with its next due send (within the flush
+        interval), sharing that task with whatever else is waiting. ``True`` makes the
+        flusher send at once and waits for the enqueue (Redis) too.
+        """
         target = self.buffer.next_order()
-        if self._stopping.is_set():  # no flusher any more: flush here, in the caller
+        if self._stopping.is_set():  # no flusher any more: flush (and send) here, in the caller
             self.flush_once()
             waiting = self._backlog or self.buffer.waiting()
             return not (waiting or (wait_for_broker and self.outbox.waiting_batches()))
         if self._thread is None:
             self._start()
-        self._wake.set()
         deadline = time.monotonic() + timeout_s
         with self._done:
-            while (self._done_upto if wait_for_broker else self._stored_upto) < target:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return False
-                self._done.wait(min(remaining, 0.05))
+            self._broker_waiters += wait_for_broker
+            try:
                 self._wake.set()
+                while (self._done_upto if wait_for_broker else self._stored_upto) < target:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        return False
+                    self._done.wait(min(remaining, 0.05))
+                    self._wake.set()
+            finally:
+                self._broker_waiters -= wait_for_broker
         return True
 
     def _start(self) -> None:
@@ -231,21 +255,34 @@ class Emitter:
             if self._thread is not None:
                 return
             self._thread = threading.Thread(target=self._run, name="relaycast-flusher", daemon=True)
+            self._next_send = time.monotonic() + self.flush_interval_s
             self._thread.start()
             self._idle = self._stopping.is_set()
 
     def _run(self) -> None:
         while not self._stopping.is_set():
             if self.buffer.waiting() < self.flush_max_lines:
-                self._wake.wait(self.flush_interval_s)
+                self._wake.wait(max(0.0, self._next_send - time.monotonic()))
             self._wake.clear()
             try:
-                self.flush_once()
+                self.flush_once(send=self._send_due())
             except Exception:
                 logger.exception("relaycast emitter: flush failed")
+        try:  # stopped: what a store-only flush staged meanwhile goes now, not never
+            if self.outbox.waiting_batches():
+                self.flush_once()
+        except Exception:
+            logger.exception("relaycast emitter: flush failed")
+
+    def _send_due(self) -> bool:
+        """Whether the flusher's next flush also enqueues (see the module docstring)."""
+        return (self._broker_waiters > 0 or time.monotonic() >= self._next_send
+                or self.buffer.waiting() >= self.flush_max_lines)
 
     def stop(self, timeout_s: float = 5.0) -> None:
-        """Flush, then stop the flusher; later lines are stored by the emitting thread."""
+        """Flush and send (waiting for the broker up to ``timeout_s``), then stop the
+        flusher; later lines are stored and sent by the emitting thread. Registered with
+        ``atexit`` for the process's emitter, so process exit sends what is waiting."""
         self.flush(timeout_s)
         self._stopping.set()
         self._idle = True
@@ -253,8 +290,11 @@ class Emitter:
         if self._thread is not None:
             self._thread.join(timeout_s)
 
-    def flush_once(self) -> None:
-        """One flush: drain, store (numbering), enqueue. Called by the flusher thread."""
+    def flush_once(self, *, send: bool = True) -> None:
+        """One flush: drain, store (numbering), enqueue. Called by the flusher thread.
+
+        ``send=False`` stores only: the lines wait in the outbox for the next flush that
+        sends (unless a whole batch, ``max_batch_lines``, is staged already)."""
         with self._flush_lock:
             upto = self.buffer.next_order()
             entries = self._backlog + self.buffer.drain(self.max_batch_lines)
@@ -271,7 +311,9 @@ class Emitter:
             if admin:
                 self.writer.record_lifecycle(admin)
             self.outbox.add(first, stored, admin, app)
-            self.outbox.send()
+            if send or self.outbox.staged_lines >= self.max_batch_lines:
+                self.outbox.send()
+                self._next_send = time.monotonic() + self.flush_interval_s
             stored_upto = self._backlog[0][0] - 1 if self._backlog else upto
             oldest = self.buffer.oldest_order()
             if oldest is not None:  # a slice of a burst: the rest waits for the next round

@@ -5,6 +5,13 @@
 
 Every call returns in microseconds and never raises (see :mod:`workflows.emitter`).
 Lines go to ``{RELAYCAST_CHANNEL_PREFIX}logs-{run_id}`` and into SQL.
+
+Leaving the ``with`` block (or :meth:`LogStream.close`) returns once the run's lines are in
+SQL; it does not wait for the broker. Their broadcast goes with the flusher's next send
+(within ``RELAYCAST_FLUSH_INTERVAL_MS``), in the same broadcast task as every other line
+waiting, so many short runs cost a few tasks and provider requests, not one each. The
+process's exit still sends whatever waits (the emitter's ``stop``, registered with
+``atexit``). :meth:`LogStream.flush` waits for the broker too, unless told not to.
 """
 
 from __future__ import annotations
@@ -56,12 +63,19 @@ class LogStream:
         self._emitter.emit(self.run_id, level, message, data)
 
     def flush(self, timeout_s: float = 5.0, *, wait_for_broker: bool = True) -> bool:
-        """Wait until every line so far is stored in SQL and (unless ``wait_for_broker`` is
-        False) handed to the broadcast queue; False when ``timeout_s`` ran out first."""
+        """Wait until every line emitted so far (this process's, every run's) is stored in
+        SQL and, with ``wait_for_broker`` (the default), enqueued on the broadcast queue
+        (Redis; not yet published by a worker); False when ``timeout_s`` ran out first.
+
+        With ``wait_for_broker=False`` it waits for SQL only, as :meth:`close` does; the
+        broadcast follows with the flusher's next send."""
         return self._emitter.flush(timeout_s, wait_for_broker=wait_for_broker)
 
     def close(self, timeout_s: float = 5.0) -> bool:
-        return self.flush(timeout_s)
+        """Wait until every line emitted so far is stored in SQL (what leaving the ``with``
+        block does), not for the broker: the lines are enqueued with the flusher's next
+        send, sharing its broadcast task. False when ``timeout_s`` ran out first."""
+        return self.flush(timeout_s, wait_for_broker=False)
 
     def handler(self, level: int = logging.NOTSET) -> LogStreamHandler:
         return LogStreamHandler(self, level)

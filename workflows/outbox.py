@@ -1,8 +1,14 @@
 """The emitter's outbox: stored lines on their way to the broadcast queue.
 
-Each flush becomes (usually) one broadcast task carrying every line and admin event of
-the flush; a backlog after an outage is cut into tasks of at most ``max_batch_lines``
-lines, so no single task message grows without bound. Batches are enqueued in order; while
+:meth:`Outbox.add` stages a flush's stored lines, admin and app events; :meth:`Outbox.send`
+cuts everything staged since the last send into batches and enqueues them. A send usually
+makes ONE broadcast task carrying every line and event staged since the last one, so the
+flushes that only store (a ``LogStream`` leaving its ``with`` block, a task's end: see
+:meth:`workflows.emitter.Emitter.flush`) share the next periodic flush's task instead of
+forcing one each: 500 short runs go out in a few tasks, not 500. Staged lines of one run
+that continue each other (seq after seq) travel as one piece. A backlog after an outage is
+cut into tasks of at most ``max_batch_lines`` lines, so no single task message grows without
+bound. Batches are enqueued in order; while
 the broker is down they wait (the lines are already in SQL), retried with backoff, and
 are bounded: past ``max_waiting_lines`` the oldest batch is given up — its lines stay in
 SQL (``relaycast logs``, the history endpoint, and the sweeper still have them) — and
@@ -32,11 +38,13 @@ from broadcasters.wire import (
     AppMessage,
     Batch,
     Channels,
+    LineEvent,
     RunLines,
     app_message_id,
     batch_lines,
     new_batch,
     pack_runs,
+    place_run_starts,
 )
 from workflows.buffer import AdminEntry, AppEntry
 from workflows.cleaning import Cleaning, clean_data
@@ -57,6 +65,7 @@ class Outbox:
         self._cleaning = cleaning if cleaning is not None else Cleaning()
         #: (order of the first line or event it carries, batch, lines and app events)
         self._waiting: deque[tuple[int, Batch, int]] = deque()
+        self._clear_staged()
         self._streak = FailureStreak()
         self._warned_unwired = False
         self._warned_app_unwired = False
@@ -68,7 +77,19 @@ class Outbox:
         self.admin_dropped = 0
         #: Application events given up with such a batch (likewise).
         self.app_dropped = 0
+        #: Runs whose ``started`` was sent and whose line 1 not yet (``Batch.after_start``).
+        self._pending_starts: dict[str, None] = {}
         self._new_streams()
+
+    def _clear_staged(self) -> None:
+        #: Added since the last send, not yet cut into batches: per run, pieces of lines
+        #: with consecutive seqs; admin and app events; the order of the first thing staged.
+        self._staged: list[tuple[str, list[LineEvent]]] = []
+        self._staged_last: dict[str, int] = {}  # run id -> index of its last piece
+        self._staged_admin: list[AdminMessage] = []
+        self._staged_app: list[AppMessage] = []
+        self._staged_first: int | None = None
+        self.staged_lines = 0
 
     def _new_streams(self) -> None:
         self._stream_base = uuid.uuid4().hex[:16]
@@ -82,25 +103,55 @@ class Outbox:
                 "id": app_message_id(stream, seq), "stream": stream, "seq": seq}
 
     def first_waiting_order(self) -> int | None:
-        return self._waiting[0][0] if self._waiting else None
+        """The emit order of the oldest line or event not yet handed to the broadcast queue
+        (in a batch waiting for the broker, or staged); None when everything was handed over."""
+        return self._waiting[0][0] if self._waiting else self._staged_first
 
     def waiting_batches(self) -> int:
-        return len(self._waiting)
+        """Batches not yet handed to the broadcast queue (what is staged counts as one)."""
+        return len(self._waiting) + (self._staged_first is not None)
 
     def add(self, first_order: int, stored: Stored, admin: list[AdminEntry],
             app: list[AppEntry] | None = None) -> None:
-        """Cut ``stored`` lines, ``admin`` events and ``app`` events into batches and queue
-        them (each batch at most ``max_batch_lines`` lines, or app events)."""
+        """Stage ``stored`` lines, ``admin`` events and ``app`` events for the next
+        :meth:`send` (nothing is enqueued here). ``first_order``: the emit order of the
+        oldest of them."""
+        for run_id, events in stored:
+            if not events:
+                continue
+            index = self._staged_last.get(run_id)
+            if index is not None:
+                piece = self._staged[index][1]
+                if events[0]["seq"] == piece[-1]["seq"] + 1:
+                    piece.extend(events)
+                    self.staged_lines += len(events)
+                    continue
+            self._staged_last[run_id] = len(self._staged)
+            self._staged.append((run_id, list(events)))
+            self.staged_lines += len(events)
+        self._staged_admin.extend(
+            {"channel": self.channels.admin_events, "event": event_type,
+             "data": clean_data(payload, self._cleaning), "id": f"admin:{uuid.uuid4().hex}"}
+            for _, event_type, payload in admin)
+        self._staged_app.extend(self._app_message(channel, event, payload)
+                                for _, channel, event, payload in app or [])
+        if self._staged_first is None and (self._staged or self._staged_admin
+                                           or self._staged_app):
+            self._staged_first = first_order
+
+    def _seal(self) -> None:
+        """Cut what is staged into batches (each at most ``max_batch_lines`` lines, or app
+        events) and queue them behind the ones waiting."""
+        if self._staged_first is None:
+            return
+        first_order = self._staged_first
         groups: list[list[RunLines]] = [
             [{"run_id": run_id, "channel": self.channels.logs(run_id), "events": events}
              for run_id, events in group]
-            for group in pack_runs(stored, self.max_batch_lines)]
-        messages: list[AdminMessage] = [
-            {"channel": self.channels.admin_events, "event": event_type,
-             "data": clean_data(payload, self._cleaning), "id": f"admin:{uuid.uuid4().hex}"}
-            for _, event_type, payload in admin]
-        events = [self._app_message(channel, event, payload) for _, channel, event, payload
-                  in app or []]
+            for group in pack_runs(self._staged, self.max_batch_lines)]
+        messages = self._staged_admin
+        events = self._staged_app
+        self._clear_staged()
         chunks = [events[i:i + self.max_batch_lines]
                   for i in range(0, len(events), self.max_batch_lines)]
         last = groups.pop() if groups else []
@@ -109,11 +160,14 @@ class Outbox:
             # The admin events and the first app events go with the last lines.
             batches.append(new_batch(last, messages, app=chunks.pop(0) if chunks else None))
         batches.extend(new_batch(app=chunk) for chunk in chunks)
+        place_run_starts(batches, self._pending_starts)
         self._waiting.extend((first_order, batch, batch_lines(batch) + len(batch.get("app", [])))
                              for batch in batches)
 
     def send(self) -> None:
-        """Enqueue waiting batches in order; stop at the first failure (backoff)."""
+        """Cut what is staged into batches, then enqueue waiting batches in order; stop at
+        the first failure (backoff)."""
+        self._seal()
         if self._enqueue is None:
             self._give_up_unwired()
             return
@@ -171,4 +225,5 @@ class Outbox:
 
     def clear(self) -> None:
         self._waiting.clear()
+        self._clear_staged()
         self._new_streams()  # a forked child's events are a stream of their own
