@@ -18,6 +18,9 @@ from support.pusher_ws import Subscriber, SubscriberFactory
 from support.redis_keys import delete_prefixed
 from support.servers import RedisServer, Soketi, SoketiFactory, soketi_available
 
+#: The viewer's browser fixtures (``browser``, ``make_stack``, ``viewer``), for tests/test_viewer_*.py.
+pytest_plugins = ["support.viewer"]
+
 #: soketi's per-event payload limit, matching Pusher Channels' 10 KB.
 SOKETI_EVENT_MAX_SIZE_IN_KB = "10"
 
