@@ -58,7 +58,9 @@ class Settings(BaseSettings, BrowserSettings, CaptureSettings, SocketIOSettings,
         env_file_encoding="utf-8",
         extra="ignore",
         alias_generator=ENV_NAMES,
-        populate_by_name=True,
+        # Only the variables' own names: a LOG_LEVEL or WORKFLOWS set for another program
+        # must not reach relaycast's log_level or workflows.
+        populate_by_name=False,
         case_sensitive=False,
         frozen=True,
     )

@@ -48,10 +48,13 @@ def normalise_database_url(value: str) -> str:
     except ArgumentError:
         raise ValueError("not a database URL (e.g. sqlite:////var/lib/relaycast/relaycast.db or "
                          "postgresql+psycopg://user:password@host:5432/relaycast)") from None
-    backend, driver = url.get_backend_name(), url.get_driver_name()
+    # The backend from the URL's own text: asking SQLAlchemy for the driver of a scheme it
+    # has no dialect for (http://, redis://) raises instead of answering.
+    backend = url.drivername.partition("+")[0]
     if backend not in _DRIVERS:
         raise ValueError(f"{backend} is not supported: relaycast stores lines in SQLite or "
                          "PostgreSQL (postgresql+psycopg://user:password@host:5432/db)")
+    driver = url.get_driver_name()
     expected, module, install = _DRIVERS[backend]
     if driver != expected:
         raise ValueError(f"use {backend}+{expected}:// (the {driver} driver is not supported)")

@@ -104,6 +104,9 @@ def test_the_messages_say_what_to_do() -> None:
     assert "at least 16 characters" in message(RELAYCAST_ADMIN_TOKEN="tooshort")
     assert "placeholder" in message(RELAYCAST_ADMIN_TOKEN="change-me")
     assert "SQLite or PostgreSQL" in message(DATABASE_URL="mysql://u@h/db")
+    # Schemes SQLAlchemy has no dialect for at all: the same one line, not its exception.
+    assert message(DATABASE_URL="http://h/db").startswith("invalid configuration: DATABASE_URL: http ")
+    assert "SQLite or PostgreSQL" in message(DATABASE_URL="redis://h:6379/0")
     assert "redis://" in message(REDIS_URL="nonsense")
     assert load_settings(RELAYCAST_ADMIN_TOKEN="x" * 16).admin_token is not None
 
@@ -173,10 +176,13 @@ def test_every_variable_is_relaycast_and_the_field_name_unless_the_contract_name
 def test_a_bad_value_of_a_derived_name_names_the_variable(
         variable: str, value: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.chdir(tmp_path)
-    field = variable.removeprefix("RELAYCAST_").lower()
-    for given in ({variable: value}, {field: value}):
-        with pytest.raises(ConfigError, match=f"^invalid configuration: {variable}: "):
-            load_settings(**given)
+    with pytest.raises(ConfigError, match=f"^invalid configuration: {variable}: "):
+        load_settings(**{variable: value})
+    # The same value under the field's bare name (LOG_LEVEL, WORKFLOWS: names other programs
+    # use) is not relaycast's: ignored, never a reason to stop.
+    before = load_settings()
+    monkeypatch.setenv(variable.removeprefix("RELAYCAST_"), value)
+    assert load_settings() == before
     monkeypatch.setenv(variable, value)
     with pytest.raises(ConfigError, match=f"^invalid configuration: {variable}: "):
         load_settings()
