@@ -9,8 +9,8 @@ never overrides.
 
 Either way the name is the field's ``validation_alias``, not an ``env_prefix``: the alias is
 also what ``load_settings(RELAYCAST_X=...)`` accepts, what a message names (:func:`env_name`)
-and what the check of ``.env.example`` and docker-compose reads back. A field's Python name
-is accepted too (``populate_by_name``).
+and what the check of ``.env.example`` and docker-compose reads back. A field's bare Python
+name is not read (``populate_by_name=False``): ``LOG_LEVEL`` belongs to other programs.
 """
 
 from __future__ import annotations
