@@ -7,12 +7,11 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from support.emitting import Recorder
+from support.emitting import Recorder, installed_as_the_process_emitter
 
-from workflows import admin_events, process
+from workflows import admin_events
 from workflows.emitter import Emitter
 from workflows.log_stream import LogStream
-from workflows.process import configure, get_emitter, reset_emitter
 from workflows.store import LogStore
 
 
@@ -26,15 +25,8 @@ def installed(sqlite_store: LogStore) -> Iterator[tuple[Emitter, Recorder]]:
     """An emitter installed as the process's own with ``configure``; reset afterwards."""
     recorder = Recorder()
     emitter = Emitter(store=lambda: sqlite_store, enqueue=recorder, flush_interval_ms=10)
-    previous = process._factory
-    reset_emitter()
-    configure(lambda: emitter)
-    try:
-        assert get_emitter() is emitter
+    with installed_as_the_process_emitter(emitter):
         yield emitter, recorder
-    finally:
-        reset_emitter()  # stops it
-        process._factory = previous
 
 
 def test_an_admin_event_goes_out_with_type_ts_and_its_data(installed: tuple[Emitter, Recorder]

@@ -19,17 +19,15 @@ import pytest
 import requests
 from support.ably_server import AblyServer
 from support.api import ApiServer
-from support.emitting import Recorder, wait_until
+from support.emitting import Recorder, installed_as_the_process_emitter, wait_until
 from support.fault_server import FaultServer
 from support.pusher_ws import Subscriber
 from support.runs import run_env
 from support.servers import Soketi, free_port
 from support.workers import CeleryWorker, ForwardingProxy, Started, relaycast_cli, run_python
 
-from workflows import process
 from workflows.app_events import broadcast
 from workflows.emitter import Emitter
-from workflows.process import configure, get_emitter, reset_emitter
 from workflows.store import LogStore
 
 SubscriberFactory = Callable[..., Subscriber]
@@ -165,15 +163,8 @@ def installed(sqlite_store: LogStore) -> Iterator[tuple[Emitter, Recorder]]:
     recorder = Recorder()
     emitter = Emitter(store=lambda: sqlite_store, enqueue=recorder, flush_interval_ms=10,
                       app_event_max_bytes=10_000)
-    previous = process._factory
-    reset_emitter()
-    configure(lambda: emitter)
-    try:
-        assert get_emitter() is emitter
+    with installed_as_the_process_emitter(emitter):
         yield emitter, recorder
-    finally:
-        reset_emitter()
-        process._factory = previous
 
 
 @pytest.mark.parametrize(("channel", "says"), [

@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from broadcasters.wire import Batch
+from workflows import process
 from workflows.emitter import Emitter
 from workflows.models import LogLine
 from workflows.store import LogStore
@@ -91,3 +93,18 @@ def late_sqlite(tmp_path: Path) -> LateDatabase:
     blocker = tmp_path / "data"
     blocker.write_text("not a folder")
     return LateDatabase(f"sqlite:///{blocker / 'relaycast.db'}", blocker.unlink)
+
+
+@contextmanager
+def installed_as_the_process_emitter(emitter: Emitter) -> Iterator[Emitter]:
+    """``emitter`` as this process's own (``workflows.process.configure``) for the block; the
+    previous factory comes back, and the emitter is stopped, afterwards."""
+    previous = process._factory
+    process.reset_emitter()
+    process.configure(lambda: emitter)
+    try:
+        assert process.get_emitter() is emitter
+        yield emitter
+    finally:
+        process.reset_emitter()  # stops it
+        process._factory = previous
