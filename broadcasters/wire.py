@@ -36,8 +36,11 @@ HEALTH_EVENT = "health"
 #: Characters Pusher allows in a channel name (and so in a run id).
 RUN_ID_CHARS = "letters, digits and _ - = @ , . ;"
 _RUN_ID = CHANNEL_NAME_PATTERN
-#: Pusher's channel-name limit, prefixes included.
+#: Pusher's channel-name limit, prefixes included: the one cap on a channel name wherever an
+#: outsider supplies one (``/pusher/auth``, ``/pusher/webhook``, Socket.IO ``subscribe``).
 MAX_CHANNEL_CHARS = 164
+#: How much of an outsider's channel name a log line or an error message repeats.
+SHOWN_CHANNEL_CHARS = 64
 #: The width of the ``run_id`` columns in SQL.
 MAX_RUN_ID_CHARS = 128
 _LOGS = "logs-"
@@ -88,10 +91,13 @@ class Channels:
         return f"{self.prefix}{_LOGS}"
 
     def run_id_of(self, channel: str) -> str | None:
-        """The run whose log channel ``channel`` is; None for any other channel."""
-        if not channel.startswith(self.logs_prefix):
+        """The run whose log channel ``channel`` is; None for any other channel (including one
+        whose run id is longer than any run's can be: :meth:`validate_run_id`)."""
+        if len(channel) > MAX_CHANNEL_CHARS or not channel.startswith(self.logs_prefix):
             return None
         run_id = channel[len(self.logs_prefix):]
+        if len(run_id) > self.max_run_id_chars:
+            return None
         return run_id if _RUN_ID.fullmatch(run_id) else None
 
     def is_ours(self, channel: str) -> bool:
@@ -146,6 +152,30 @@ class Channels:
                 f"(SQL holds {MAX_RUN_ID_CHARS}; a channel name with the prefix "
                 f"{self.prefix!r} holds {MAX_CHANNEL_CHARS - len(self.logs_prefix)})")
         return run_id
+
+
+def channel_name_problem(channel: object) -> str | None:
+    """Why ``channel``, as an outsider supplied it, is refused before anything else is asked
+    of it (None: it is a string within :data:`MAX_CHANNEL_CHARS`). Never repeats the name."""
+    if not isinstance(channel, str):
+        return "a channel name must be a string"
+    if len(channel) > MAX_CHANNEL_CHARS:
+        return (f"channel name is {len(channel)} characters; at most {MAX_CHANNEL_CHARS} are "
+                "allowed")
+    return None
+
+
+def shown_channel(channel: object) -> str:
+    """``channel`` for a log line or an error: cut to :data:`SHOWN_CHANNEL_CHARS` characters
+    (saying how long it was), unprintable characters escaped, so that an outsider's name is
+    never echoed whole."""
+    if not isinstance(channel, str):
+        return f"<{type(channel).__name__}>"
+    cut = "".join(c if c.isprintable() else repr(c)[1:-1]
+                  for c in channel[:SHOWN_CHANNEL_CHARS])
+    if len(channel) <= SHOWN_CHANNEL_CHARS:
+        return cut
+    return f"{cut}… ({len(channel)} characters)"
 
 
 def message_id(run_id: str, first_seq: int, last_seq: int) -> str:

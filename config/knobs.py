@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import NoDecode
 
 from config.durations import parse_duration_s
+from config.origins import parse_origins
 from config.urls import url_with_scheme
 
 #: Characters Pusher allows in a channel name (so in the prefix, and in a run id).
@@ -186,8 +187,16 @@ class BrowserSettings(BaseModel):
     browser_socketio_url: str | None = None
     #: How often a browser polls the history endpoint when live delivery is not possible.
     browser_poll_interval_ms: int = Field(1000, ge=200, le=60_000)
+    #: Other origins whose pages may connect to ``relaycast socketio``
+    #: (``https://admin.example.com,http://localhost:3000``), besides the viewer's own host.
+    allowed_origins: Annotated[tuple[str, ...], NoDecode] = ()
 
     @field_validator("browser_socketio_url")
     @classmethod
     def _browser_socketio_url(cls, value: str | None) -> str | None:
         return url_with_scheme(value, ("http", "https"), "https://live.example.com")
+
+    @field_validator("allowed_origins", mode="before")
+    @classmethod
+    def _origins(cls, value: object) -> object:
+        return parse_origins(value) if isinstance(value, str) else value

@@ -12,6 +12,7 @@ from functools import partial
 from typing import Any
 
 import pytest
+import requests
 import socketio
 import websocket
 from support.api import SocketIOServer
@@ -27,6 +28,7 @@ from broadcasters.base import Message
 from broadcasters.factory import build_manager
 from broadcasters.state import SharedState
 from config import load_settings
+from relaycast.api.socketio_server import MAX_SUBSCRIPTIONS
 
 SubscriberFactory = Callable[..., Subscriber]
 TOKEN = "socketio-token-for-tests"
@@ -79,7 +81,7 @@ def test_an_unauthorised_client_or_a_foreign_channel_is_refused(
     for token in ("wrong-token-of-some-length", None):
         with pytest.raises(socketio.exceptions.ConnectionError):
             SocketIOClient(server.url, "private-logs-run-1", token=token)
-    for channel in ("private-billing", "logs-run-1", "private-admin-secrets",
+    for channel in ("presence-billing", "logs-run-1", "private-admin-secrets",
                     "private-logs-bad id"):
         client = SocketIOClient(server.url, channel, token=TOKEN)
         closing.append(client)
@@ -101,6 +103,75 @@ def test_without_a_token_only_loopback_pages_may_connect(
         socket.close()
     with pytest.raises(websocket.WebSocketBadStatusException):
         websocket.create_connection(endpoint, origin="https://evil.example", timeout=10)
+
+
+def test_an_over_long_channel_name_is_refused_and_not_echoed(
+        broker: str, sqlite_url: str, closing: list[Any]) -> None:
+    """It used to accept and echo 10 KB and 900 KB names: Pusher's 164 characters apply."""
+    server = _server(_sio_env(broker, sqlite_url), closing)
+    client = SocketIOClient(server.url, "private-logs-" + "r" * 10_240, token=TOKEN)
+    closing.append(client)
+    assert client.ack["ok"] is False
+    assert "164" in client.ack["error"]
+    assert "r" * 100 not in client.ack["error"], "not echoed back"
+    assert client.client.call("subscribe", {"channel": "private-logs-run-1"},
+                              timeout=10)["ok"] is True, "the connection still serves"
+
+
+def test_a_connection_holds_at_most_the_cap_of_subscriptions(
+        broker: str, sqlite_url: str, closing: list[Any]) -> None:
+    server = _server(_sio_env(broker, sqlite_url), closing)
+    client = _client(server, "private-logs-run-0", closing)
+    for n in range(1, MAX_SUBSCRIPTIONS):
+        assert client.client.call("subscribe", {"channel": f"private-logs-run-{n}"},
+                                  timeout=10)["ok"] is True
+    over = client.client.call("subscribe", {"channel": "private-logs-one-too-many"}, timeout=10)
+    assert over["ok"] is False and f"at most {MAX_SUBSCRIPTIONS}" in over["error"]
+    again = client.client.call("subscribe", {"channel": "private-logs-run-7"}, timeout=10)
+    assert again["ok"] is True, "one it already holds is no new subscription"
+    assert client.client.call("unsubscribe", {"channel": "private-logs-run-7"},
+                              timeout=10)["ok"] is True
+    assert client.client.call("subscribe", {"channel": "private-logs-one-too-many"},
+                              timeout=10)["ok"] is True, "room again after unsubscribing"
+
+
+def test_with_a_token_only_the_viewers_host_and_allowed_origins_may_connect(
+        broker: str, sqlite_url: str, closing: list[Any]) -> None:
+    """engine.io echoed any Origin with Access-Control-Allow-Credentials: any site could use
+    a signed-in browser's session. The viewer (relaycast api: this host, its own port) and
+    RELAYCAST_ALLOWED_ORIGINS may; others are refused on both transports."""
+    server = _server(_sio_env(broker, sqlite_url,
+                              RELAYCAST_ALLOWED_ORIGINS="https://admin.example.com"), closing)
+    polling = f"{server.url}/socket.io/?EIO=4&transport=polling"
+    websocket_url = f"ws://127.0.0.1:{server.port}/socket.io/?EIO=4&transport=websocket"
+    own, allowed = "http://127.0.0.1:8000", "https://admin.example.com"
+    for origin in (own, allowed):
+        answer = requests.get(polling, headers={"Origin": origin}, timeout=10)
+        assert answer.status_code == 200 and answer.text.startswith("0{"), origin
+        assert answer.headers["Access-Control-Allow-Origin"] == origin
+        socket = websocket.create_connection(websocket_url, origin=origin, timeout=10)
+        assert str(socket.recv()).startswith("0{"), "the engine.io handshake"
+        socket.close()
+    for foreign in ("https://evil.example", "http://localhost:8000", "null",
+                    "https://admin.example.com.evil.example"):
+        answer = requests.get(polling, headers={"Origin": foreign}, timeout=10)
+        assert answer.status_code == 400, foreign
+        assert "Access-Control-Allow-Origin" not in answer.headers, foreign
+        with pytest.raises(websocket.WebSocketBadStatusException):
+            websocket.create_connection(websocket_url, origin=foreign, timeout=10)
+    client = socketio.Client(reconnection=False)
+    with pytest.raises(socketio.exceptions.ConnectionError):
+        client.connect(server.url, transports=["polling"], auth={"token": TOKEN},
+                       headers={"Origin": "https://evil.example"}, wait_timeout=10)
+    client.disconnect()
+    client = socketio.Client(reconnection=False)
+    try:
+        client.connect(server.url, transports=["polling"], auth={"token": TOKEN},
+                       headers={"Origin": allowed}, wait_timeout=10)
+        assert client.call("subscribe", {"channel": "private-logs-run-1"},
+                           timeout=10)["ok"] is True
+    finally:
+        client.disconnect()
 
 
 @pytest.mark.timeout(180)

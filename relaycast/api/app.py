@@ -15,11 +15,17 @@ or the viewer's session cookie (:mod:`api.auth`; the OpenAPI schema and its docs
 too); without it, ``relaycast api`` listens on loopback only. Answers are JSON that is
 always valid UTF-8: a lone surrogate stored by an older version becomes U+FFFD rather than
 a 500. The viewer's pages and their JSON are in :mod:`api.ui`.
+
+Every request body is capped at :data:`MAX_BODY_BYTES` (1 MiB) before the route reads it
+(:class:`BodyLimit`): a declared ``Content-Length`` over it answers 413 at once, a chunked
+body is read incrementally and cut with 413 as soon as it passes it. No endpoint takes more
+than a few kilobytes (``/pusher/auth`` a form, ``/pusher/webhook`` Pusher's few hundred bytes).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Annotated, Any
 from urllib.parse import parse_qs
 
@@ -29,7 +35,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 
 from broadcasters.base import encode_json
 from broadcasters.factory import build_state
-from broadcasters.wire import Channels, InvalidRunId
+from broadcasters.wire import Channels, InvalidRunId, channel_name_problem, shown_channel
 from config import Settings
 from relaycast._layout import ensure_ours
 from relaycast.api import webhooks
@@ -42,6 +48,80 @@ from workflows.store import store_for
 MAX_PAGE = 10_000
 #: The largest seq SQL holds (a 32-bit integer column).
 MAX_SEQ = 2**31 - 1
+#: The largest request body any endpoint reads (413 above it, decided before reading it).
+MAX_BODY_BYTES = 1024 * 1024
+
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[MutableMapping[str, Any], Receive, Send], Awaitable[None]]
+
+
+class BodyLimit:
+    """ASGI middleware: no request body over ``limit`` bytes reaches the app, or memory.
+
+    A declared ``Content-Length`` over the limit answers 413 before a byte of the body is
+    read (the server enforces a declared length, so one within the limit passes as it is).
+    A body without one (``Transfer-Encoding: chunked``) is read here chunk by chunk with a
+    running total: 413 as soon as it passes the limit, else the app gets it whole. The rest
+    of a refused body is never read; the connection is closed after the answer.
+    """
+
+    def __init__(self, app: ASGIApp, limit: int = MAX_BODY_BYTES) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: MutableMapping[str, Any], receive: Receive,
+                       send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or ())
+        declared = headers.get(b"content-length")
+        if declared is not None:
+            try:
+                too_large = int(declared) > self.limit
+            except ValueError:
+                await _answer(send, 400, "invalid Content-Length")
+                return
+            if too_large:
+                await _answer(send, 413, f"request body over {self.limit} bytes")
+                return
+            await self.app(scope, receive, send)
+            return
+        if b"transfer-encoding" not in headers:
+            await self.app(scope, receive, send)  # no body
+            return
+        chunks: list[bytes] = []
+        total = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client went away
+            chunk = message.get("body", b"")
+            total += len(chunk)
+            if total > self.limit:
+                await _answer(send, 413, f"request body over {self.limit} bytes")
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        whole: list[Message] = [{"type": "http.request", "body": b"".join(chunks),
+                                 "more_body": False}]
+
+        async def replay() -> Message:
+            return whole.pop() if whole else await receive()
+
+        await self.app(scope, replay, send)
+
+
+async def _answer(send: Send, status: int, detail: str) -> None:
+    body = json.dumps({"detail": detail}).encode("utf-8")
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode("ascii")),
+                            (b"connection", b"close")]})
+    await send({"type": "http.response.body", "body": body})
 
 
 class SafeJSONResponse(JSONResponse):
@@ -58,6 +138,7 @@ def create_app(settings: Settings) -> FastAPI:
     import_workflows(settings.workflows)
     app = FastAPI(title="relaycast", version="0.1.0", docs_url=None, redoc_url=None,
                   openapi_url=None, default_response_class=SafeJSONResponse)
+    app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
     state = build_state(settings)
     channels = Channels(settings.channel_prefix)
     auth = Auth.for_settings(settings)
@@ -116,16 +197,20 @@ def create_app(settings: Settings) -> FastAPI:
         socket_id, channel = fields.get("socket_id", ""), fields.get("channel_name", "")
         if not socket_id or not channel:
             raise HTTPException(status_code=400, detail="socket_id and channel_name are required")
+        problem = channel_name_problem(channel)
+        if problem is not None:
+            raise HTTPException(status_code=400, detail=problem)
         app_name = None if channels.is_ours(channel) else channels.app_name_of(channel)
         if not channels.is_ours(channel) and app_name is None:
-            raise HTTPException(status_code=403, detail=f"not a relaycast channel: {channel}")
+            raise HTTPException(status_code=403,
+                                detail=f"not a relaycast channel: {shown_channel(channel)}")
         if not admin:
             if app_name is None:
                 auth.require(request)  # relaycast's own channels are the admin's: 401
             assert authorizer is not None and app_name is not None
             if not await ask_authorizer(authorizer, request, app_name):
-                raise HTTPException(status_code=403,
-                                    detail=f"the channel authorizer refused {channel}")
+                raise HTTPException(status_code=403, detail=f"the channel authorizer refused "
+                                    f"{shown_channel(channel)}")
         if not settings.provider_configured("pusher"):
             raise HTTPException(status_code=503, detail="Pusher is not configured")
         from broadcasters.pusher import pusher_client

@@ -9,12 +9,22 @@ The protocol, for the viewer's client and for Socket.IO front ends being migrate
 
 * connect with ``auth: {"token": <RELAYCAST_ADMIN_TOKEN>}``, or with the viewer's session
   cookie (same site: browsers send it on the WebSocket handshake); without a token
-  configured the server listens on loopback only and accepts only loopback origins;
+  configured the server listens on loopback only;
+* a browser's ``Origin`` (on the polling handshake and the WebSocket upgrade alike) must be
+  one of ``RELAYCAST_ALLOWED_ORIGINS``, or, with a token, a page of the host this server is
+  reached on (the viewer served by ``relaycast api`` beside it, on any port), or, without a
+  token, a loopback page. Any other origin is refused with 400 and gets no CORS headers, so
+  no other site can use a signed-in browser's session. Clients that send no ``Origin``
+  (scripts, other servers) are not browsers and are let through to the token check;
 * emit ``subscribe`` with ``{"channel": name}``: the ack is ``{"ok": true}`` or
   ``{"ok": false, "error": …}``; relaycast's own channels (a run's logs, admin events,
   admin health) and application channels (``{prefix}{name}``: ``relaycast.broadcast``);
-  ``unsubscribe`` likewise. A connection is the admin's (token or session), so
-  ``RELAYCAST_CHANNEL_AUTHORIZER``, which decides for others, is not asked here;
+  ``unsubscribe`` likewise. A name over Pusher's 164 characters
+  (:data:`broadcasters.wire.MAX_CHANNEL_CHARS`) is refused without being repeated, and a
+  connection holds at most :data:`MAX_SUBSCRIPTIONS` channels (refused beyond, until it
+  unsubscribes). A message over :data:`MAX_MESSAGE_BYTES` closes the connection. A
+  connection is the admin's (token or session), so ``RELAYCAST_CHANNEL_AUTHORIZER``, which
+  decides for others, is not asked here;
 * then the events of that channel arrive as relaycast sends them to Pusher: ``log`` with
   ``{"run_id", "events": [...]}``, ``started``/``finished``/``failed``, ``provider-changed``,
   ``health``. A socket subscribed to several channels gets each channel's events; clients
@@ -24,28 +34,65 @@ The protocol, for the viewer's client and for Socket.IO front ends being migrate
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from http.cookies import SimpleCookie
 from typing import Any
-from urllib.parse import urlparse
+from urllib.parse import urlsplit
 
 import socketio
 
-from broadcasters.wire import Channels
+from broadcasters.wire import Channels, channel_name_problem, shown_channel
 from config import Settings
+from config.origins import normalised_origin
 from relaycast.api.auth import SESSION_COOKIE, Auth
 
 logger = logging.getLogger(__name__)
 
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
+#: Channels one connection may be subscribed to at once.
+MAX_SUBSCRIPTIONS = 100
+#: The largest message a client may send (a subscribe is well under 1 KB); engine.io closes
+#: a connection that sends more, and refuses a polling POST that declares more.
+MAX_MESSAGE_BYTES = 64 * 1024
 
 
-def _loopback_origin(origin: str | None, _environ: Any = None) -> bool:
-    """Without a token, only pages served from this machine (or no page at all) may connect:
-    a WebSocket is not covered by the same-origin policy, so any site open in a browser on
-    this machine could otherwise read the logs."""
-    if origin is None:
-        return True
-    return (urlparse(origin).hostname or "") in LOOPBACK_HOSTS
+def _request_host(environ: Any) -> str | None:
+    """The host name (no port) the request was addressed to: its ``Host`` header."""
+    host = environ.get("HTTP_HOST") if isinstance(environ, dict) else None
+    if not host:
+        return None
+    try:
+        return urlsplit(f"//{host}").hostname
+    except ValueError:
+        return None
+
+
+def origin_policy(allowed: frozenset[str], *, token: bool) -> Callable[[str | None, Any], bool]:
+    """python-socketio's ``cors_allowed_origins``: may a page of ``origin`` connect?
+
+    A WebSocket is not covered by the same-origin policy, and engine.io's polling answers
+    carry ``Access-Control-Allow-Credentials``: without this check any site open in a browser
+    could connect with that browser's session cookie, or, without a token, to a loopback
+    server. Accepted: the origins in ``allowed`` (``RELAYCAST_ALLOWED_ORIGINS``); with a
+    token, a page of the host the request is addressed to (the viewer, served by ``relaycast
+    api`` beside this server, on its own port); without a token, loopback pages only (a
+    same-host rule would let a DNS-rebound site in).
+    """
+
+    def accepted(origin: str | None, environ: Any = None) -> bool:
+        if origin is None:
+            return True  # not a browser: the token check decides
+        key = normalised_origin(origin)
+        if key is None:
+            return False  # "null" (sandboxed pages, file://) and anything else unparseable
+        if key in allowed:
+            return True
+        host = urlsplit(key).hostname
+        if not token:
+            return host in LOOPBACK_HOSTS
+        return host is not None and host == _request_host(environ)
+
+    return accepted
 
 
 def _cookie(environ: dict[str, Any], name: str) -> str | None:
@@ -72,8 +119,9 @@ def create_server(settings: Settings, manager: Any = None) -> socketio.AsyncServ
     channels = Channels(settings.channel_prefix)
     server = socketio.AsyncServer(
         async_mode="asgi", client_manager=manager or client_manager(settings),
-        cors_allowed_origins="*" if auth.enabled else _loopback_origin,
-        logger=False, engineio_logger=False)
+        cors_allowed_origins=origin_policy(frozenset(settings.allowed_origins),
+                                           token=auth.enabled),
+        max_http_buffer_size=MAX_MESSAGE_BYTES, logger=False, engineio_logger=False)
 
     @server.event
     async def connect(sid: str, environ: dict[str, Any], data: Any = None) -> bool:
@@ -91,17 +139,29 @@ def create_server(settings: Settings, manager: Any = None) -> socketio.AsyncServ
     @server.event
     async def subscribe(sid: str, data: Any = None) -> dict[str, Any]:
         channel = data.get("channel") if isinstance(data, dict) else None
-        if not isinstance(channel, str) or not (channels.is_ours(channel)
-                                                or channels.app_name_of(channel) is not None):
-            return {"ok": False, "error": f"not a relaycast channel: {channel!r}"}
+        problem = channel_name_problem(channel)
+        if problem is not None:
+            logger.info("socket.io subscribe refused: %s (%s)", problem, shown_channel(channel))
+            return {"ok": False, "error": problem}
+        assert isinstance(channel, str)
+        if not (channels.is_ours(channel) or channels.app_name_of(channel) is not None):
+            return {"ok": False, "error": f"not a relaycast channel: {shown_channel(channel)}"}
+        held = [room for room in server.rooms(sid) if room != sid]
+        if channel not in held and len(held) >= MAX_SUBSCRIPTIONS:
+            logger.info("socket.io subscribe refused: %s already holds %d channels", sid,
+                        len(held))
+            return {"ok": False, "error": f"at most {MAX_SUBSCRIPTIONS} subscriptions per "
+                    "connection: unsubscribe from one first"}
         await server.enter_room(sid, channel)
         return {"ok": True, "channel": channel}
 
     @server.event
     async def unsubscribe(sid: str, data: Any = None) -> dict[str, Any]:
         channel = data.get("channel") if isinstance(data, dict) else None
-        if isinstance(channel, str):
-            await server.leave_room(sid, channel)
+        problem = channel_name_problem(channel)
+        if problem is not None:
+            return {"ok": False, "error": problem}
+        await server.leave_room(sid, channel)
         return {"ok": True}
 
     return server
