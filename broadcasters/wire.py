@@ -6,6 +6,10 @@
   broadcaster, ``health`` for the periodic report.
 * The broadcast task's argument, :class:`Batch`: the lines of one emitter flush (per run,
   in seq order) and its admin events.
+* A run's admin events: ``started`` (:data:`RUN_STARTED_EVENT`) and its end (``finished``,
+  ``failed``, ...: any admin event whose data carries the run's ``last_seq``,
+  :data:`LAST_SEQ_KEY`, the seq of its last line when it ended). The ordering gate publishes
+  them in the run's order: ``started`` before line 1, the end after line ``last_seq``.
 * Message ids: ``{run_id}:{first_seq}-{last_seq}``, stable across retries, so a provider's
   idempotent publishing and a client's de-duplication line up.
 * Application channels (``relaycast.broadcast(channel, event, data)``): ``{prefix}{channel}``
@@ -30,6 +34,13 @@ BROADCAST_QUEUE = "broadcast"
 WORKFLOWS_QUEUE = "workflows"
 
 LOG_EVENT = "log"
+#: The admin event a run begins with.
+RUN_STARTED_EVENT = "started"
+#: In a run's end event (``finished``, ``failed``, ...): the seq of its last line when it
+#: ended (0: none). What makes an admin event a run's end for the ordering gate.
+LAST_SEQ_KEY = "last_seq"
+#: Runs whose ``started`` an outbox remembers until their line 1 is sent (oldest forgotten).
+MAX_PENDING_STARTS = 10_000
 PROVIDER_CHANGED_EVENT = "provider-changed"
 HEALTH_EVENT = "health"
 
@@ -259,6 +270,10 @@ class Batch(TypedDict):
     live_only: NotRequired[bool]
     #: Application events, each stream's in seq order (gated like a run's lines).
     app: NotRequired[list[AppMessage]]
+    #: Runs whose line 1 is in this batch and whose ``started`` the same emitter sent before
+    #: (in this batch or an earlier one): those lines go after the ``started``. A run not
+    #: listed (a plain script's, or one whose ``started`` another process sent) never waits.
+    after_start: NotRequired[list[str]]
 
 
 def new_batch(runs: list[RunLines] | None = None, admin: list[AdminMessage] | None = None, *,
@@ -272,6 +287,43 @@ def new_batch(runs: list[RunLines] | None = None, admin: list[AdminMessage] | No
     if live_only:
         batch["live_only"] = True
     return batch
+
+
+def is_run_start(message: AdminMessage) -> bool:
+    """A run's ``started`` (with the run's id in its data)."""
+    data = message["data"]
+    return (message["event"] == RUN_STARTED_EVENT and isinstance(data, dict)
+            and isinstance(data.get("run_id"), str))
+
+
+def place_run_starts(batches: Sequence[Batch], pending: dict[str, None],
+                     max_pending: int = MAX_PENDING_STARTS) -> None:
+    """Make the batches of one emitter send (in enqueue order) say where runs start.
+
+    Each ``started`` moves to the first batch (admin events ride with the last lines, which
+    suits a run's end, not its start), and a batch holding line 1 of a run whose ``started``
+    was sent (now, or before: ``pending``, the outbox's memory) lists the run in
+    ``after_start``. ``pending`` keeps the runs whose line 1 has not been sent yet, at most
+    ``max_pending`` (the oldest forgotten: such a run's first lines just do not wait)."""
+    if not batches:
+        return
+    first = batches[0]
+    for batch in batches:
+        starts = [m for m in batch["admin"] if is_run_start(m)]
+        for message in starts:
+            pending[message["data"]["run_id"]] = None
+        if starts and batch is not first:
+            batch["admin"] = [m for m in batch["admin"] if not is_run_start(m)]
+            first["admin"] = [*first["admin"], *starts]
+    for batch in batches:
+        after = [run["run_id"] for run in batch["runs"]
+                 if run["events"] and run["events"][0]["seq"] == 1 and run["run_id"] in pending]
+        if after:
+            batch["after_start"] = after
+            for run_id in after:
+                pending.pop(run_id, None)
+    while len(pending) > max_pending:
+        pending.pop(next(iter(pending)))
 
 
 def _event_seq(event: Any) -> int:

@@ -13,6 +13,12 @@ line stands:
   replay`` sends these again;
 * ``pending``: still on its way (this task retries it).
 
+A run's admin events (``started``, its end) are lanes of the run at the same gate
+(:func:`broadcasters.ordering.admin_span`): in a turn, each run's ``started`` goes before its
+lines and its end after them, in one send; across batches, an end waits (bounded) until the
+run's last line has had its turn, and a run's first lines wait for its ``started`` when the
+batch says it has one (``after_start``). Other admin events go with the batch's first send.
+
 Application events (``relaycast.broadcast``: ``batch["app"]``) take the same path: each
 stream's events pass the same gate as a lane of their own (:func:`app_lanes`), go out with
 the lines of the turn, are retried the same way, and are counted in the pipeline counters
@@ -40,7 +46,7 @@ from celery import Task
 from broadcasters.backoff import compute_backoff
 from broadcasters.base import Message
 from broadcasters.manager import Item, SendReport, merge_reports
-from broadcasters.ordering import GateStats, Span, run_span
+from broadcasters.ordering import GateStats, Span, admin_span, in_lane_order, run_span, seq_span
 from broadcasters.packing import LogBatch
 from broadcasters.wire import (
     BROADCAST_QUEUE,
@@ -102,13 +108,38 @@ def _app_seq(event: AppMessage) -> int:
     return event["seq"]
 
 
-Lane = RunLines | AppLane
+@dataclass(frozen=True)
+class RunEvent:
+    """A run's admin event (``started``, an end) as a lane of the run (:func:`admin_span`)."""
+
+    message: AdminMessage
+    place: Span
 
 
-def lane_span(lane: Lane) -> Span:
+def run_events(admin: Sequence[AdminMessage]) -> tuple[list[RunEvent], list[AdminMessage]]:
+    """(the run's admin events among ``admin``, as lanes; the others)."""
+    lanes: list[RunEvent] = []
+    others: list[AdminMessage] = []
+    for message in admin:
+        place = admin_span(message)
+        if place is None:
+            others.append(message)
+        else:
+            lanes.append(RunEvent(message, place))
+    return lanes, others
+
+
+Lane = RunLines | AppLane | RunEvent
+
+
+def lane_span(lane: Lane, after_start: frozenset[str] = frozenset()) -> Span | None:
+    """``lane``'s place at the gate; ``after_start``: the runs whose line 1 waits for their
+    ``started`` (the batch's ``after_start``)."""
     if isinstance(lane, AppLane):
-        return (f"app/{lane.stream}", lane.events[0]["seq"], lane.events[-1]["seq"])
-    return run_span(lane)
+        return seq_span(f"app/{lane.stream}", lane.events[0]["seq"], lane.events[-1]["seq"])
+    if isinstance(lane, RunEvent):
+        return lane.place
+    return run_span(lane, lane["run_id"] in after_start)
 
 
 def app_items(app: Sequence[AppMessage]) -> list[Item]:
@@ -194,25 +225,45 @@ def _skip(runs: list[RunLines]) -> None:
 
 
 def _publish(batch: Batch, *, ordered: bool, live_only: bool, stats: GateStats) -> SendReport:
-    """Send the batch turn by turn (``ordered``: each run's lines and each stream's app events
-    after the ones before them, through the gate; otherwise all at once), leaving out runs
-    nobody watches; the admin events go with the first send."""
+    """Send the batch turn by turn (``ordered``: each run's lines and admin events and each
+    stream's app events after the ones before them, through the gate; otherwise all at once,
+    each run's ``started``, lines and end in that order), leaving out runs nobody watches; the
+    other admin events go with the first send."""
     manager = runtime.manager()
-    admin = admin_items(batch["admin"])
-    lanes: list[Lane] = [*batch["runs"], *app_lanes(batch.get("app", []))]
+    events, others = run_events(batch["admin"])
+    admin = admin_items(others)
+    lanes: list[Lane] = [*batch["runs"], *app_lanes(batch.get("app", [])), *events]
+    after_start = frozenset(batch.get("after_start", ()))
+
+    def span(lane: Lane) -> Span | None:
+        return lane_span(lane, after_start)
+
     gate = runtime.gate() if ordered else None
-    turns = gate.turns(lanes, stats, lane_span) if gate is not None else iter([lanes])
+    if gate is not None:
+        turns = gate.turns(lanes, stats, span)
+    else:
+        spans = {id(lane): covers for lane in lanes if (covers := span(lane)) is not None}
+        turns = iter([in_lane_order([lane for lane in lanes if id(lane) in spans], spans)])
     reports = []
     for turn in turns:
-        runs, unwatched = _watched([lane for lane in turn if not isinstance(lane, AppLane)])
+        runs, unwatched = _watched([lane for lane in turn
+                                    if not isinstance(lane, AppLane | RunEvent)])
         _skip(unwatched)
-        app = app_items([e for lane in turn if isinstance(lane, AppLane) for e in lane.events])
-        if runs or app or admin:
-            reports.append(manager.send(run_items(runs) + app + admin, live_only=live_only))
+        watched = {id(run) for run in runs}
+        items: list[Item] = []
+        for lane in turn:  # in lane order: a run's started, its lines, its end
+            if isinstance(lane, AppLane):
+                items.extend(app_items(lane.events))
+            elif isinstance(lane, RunEvent):
+                items.extend(admin_items([lane.message]))
+            elif id(lane) in watched:
+                items.extend(run_items([lane]))
+        if items or admin:
+            reports.append(manager.send(items + admin, live_only=live_only))
             admin = []
         if gate is not None:
-            gate.passed(turn, lane_span)
-    if admin:  # no line had a turn: the admin events alone
+            gate.passed(turn, span)
+    if admin:  # no lane had a turn: the admin events alone
         reports.append(manager.send(admin, live_only=live_only))
     return merge_reports(reports) if reports else SendReport()
 
@@ -312,4 +363,5 @@ def broadcast(self: BroadcastTask, batch: Batch) -> dict[str, Any]:
     return summary
 
 
-__all__ = ["app_lanes", "batch_of", "broadcast", "enqueue_batch", "line_ranges", "record_outcome"]
+__all__ = ["app_lanes", "batch_of", "broadcast", "enqueue_batch", "line_ranges", "record_outcome",
+           "run_events"]

@@ -17,10 +17,10 @@ from typing import Any
 import pytest
 
 from broadcasters.backends import MemoryBackend, RedisBackend
-from broadcasters.ordering import GATE_TTL_S, GateStats, RunGate, Span, run_span
+from broadcasters.ordering import GATE_TTL_S, GateStats, RunGate, Span, admin_span, run_span
 from broadcasters.state import SharedState
-from broadcasters.wire import AppMessage, RunLines
-from tasks.broadcast import AppLane, lane_span
+from broadcasters.wire import AdminMessage, AppMessage, RunLines
+from tasks.broadcast import AppLane, RunEvent, lane_span, run_events
 
 WAIT_S = 2.0
 POLL_S = 0.25
@@ -70,14 +70,24 @@ def app_events(stream: str, first: int, last: int) -> AppLane:
     return AppLane(stream, events)
 
 
-def go(gate: RunGate, lanes: Sequence[Any], span: Callable[[Any], Span] = run_span
-       ) -> tuple[list[list[Span]], GateStats]:
-    """Publish ``lanes`` as the broadcast task does: each turn, then ``passed`` with it.
-    Returns the spans of each turn and the batch's gate stats."""
+def label(lane: Any) -> tuple[str, int, int] | tuple[str, str]:
+    """What a lane carries: (run id or ``app/{stream}``, first seq, last seq), or a run's admin
+    event as (run id, event)."""
+    if isinstance(lane, AppLane):
+        return (f"app/{lane.stream}", lane.events[0]["seq"], lane.events[-1]["seq"])
+    if isinstance(lane, RunEvent):
+        return (lane.place.key, lane.message["event"])
+    return (lane["run_id"], lane["events"][0]["seq"], lane["events"][-1]["seq"])
+
+
+def go(gate: RunGate, lanes: Sequence[Any], span: Callable[[Any], Span | None] = run_span
+       ) -> tuple[list[list[tuple[Any, ...]]], GateStats]:
+    """Publish ``lanes`` as the broadcast task does: each turn, in its order, then ``passed``
+    with it. Returns what each turn carried (:func:`label`) and the batch's gate stats."""
     stats = GateStats()
-    turns: list[list[Span]] = []
+    turns: list[list[tuple[Any, ...]]] = []
     for turn in gate.turns(lanes, stats, span):
-        turns.append([span(lane) for lane in turn])
+        turns.append([label(lane) for lane in turn])
         gate.passed(turn, span)
     return turns, stats
 
@@ -125,10 +135,11 @@ def test_the_wait_is_bounded_then_the_batch_goes_anyway_and_the_run_goes_on(
 def test_lanes_of_one_batch_go_turn_by_turn_each_after_its_predecessor(
         gate: RunGate, time_: Time) -> None:
     time_.on_sleep = lambda sleeps: gate.passed([lines("etl-b", 1, 3)])
-    turns, stats = go(gate, [lines("etl-b", 4, 5), lines("etl-a", 1, 2), lines("etl-a", 3, 4)])
-    assert turns == [[("etl-a", 1, 2)], [("etl-a", 3, 4)], [("etl-b", 4, 5)]]
+    turns, stats = go(gate, [lines("etl-b", 4, 5), lines("etl-a", 3, 4), lines("etl-a", 1, 2)])
+    assert turns == [[("etl-a", 1, 2), ("etl-a", 3, 4)], [("etl-b", 4, 5)]], (
+        "a's 3-4 went in the turn of its predecessor 1-2, after it")
     assert time_.slept == [POLL_S], "a's lines did not wait for b's predecessor"
-    assert (stats.turns, stats.runs, stats.timeouts) == (3, ["etl-a", "etl-a", "etl-b"], 0)
+    assert (stats.turns, stats.runs, stats.timeouts) == (2, ["etl-a", "etl-a", "etl-b"], 0)
 
 
 def test_one_run_publishing_never_lets_another_runs_batch_go(gate: RunGate, time_: Time) -> None:
@@ -208,3 +219,153 @@ def test_with_redis_unreachable_nothing_waits(time_: Time) -> None:
     assert turns == [[("etl-1", 4, 6)]]
     assert (time_.slept, stats.timeouts) == ([], 0), "failed open"
     assert state.errors == 2, "the read of the gate and its move, each counted"
+
+
+# A run's admin events: lanes of the run (started before line 1, the end after its last) -----
+
+
+def admin(run_id: str, event: str, **data: Any) -> AdminMessage:
+    return {"channel": "private-admin-events", "event": event,
+            "data": {"type": event, "ts": 0, "run_id": run_id, **data}, "id": f"admin:{event}"}
+
+
+def event_lane(message: AdminMessage) -> RunEvent:
+    [lane], others = run_events([message])
+    assert others == []
+    return lane
+
+
+def started(run_id: str) -> RunEvent:
+    return event_lane(admin(run_id, "started", workflow="etl"))
+
+
+def ended(run_id: str, last_seq: int, event: str = "finished") -> RunEvent:
+    return event_lane(admin(run_id, event, workflow="etl", last_seq=last_seq))
+
+
+def after_start(*run_ids: str) -> Callable[[Any], Span | None]:
+    """The span of a batch whose ``after_start`` lists ``run_ids``."""
+    return lambda lane: lane_span(lane, frozenset(run_ids))
+
+
+def test_a_whole_short_run_in_one_batch_goes_in_one_turn_started_lines_end(
+        gate: RunGate, time_: Time) -> None:
+    batch = [ended("etl-1", 6), lines("etl-1", 4, 6), lines("etl-1", 1, 3), started("etl-1")]
+    turns, stats = go(gate, batch, after_start("etl-1"))
+    assert turns == [[("etl-1", "started"), ("etl-1", 1, 3), ("etl-1", 4, 6),
+                      ("etl-1", "finished")]]
+    assert (time_.slept, stats.timeouts) == ([], 0), "each followed the one before it: no wait"
+
+
+def test_a_runs_first_lines_wait_for_its_started_on_another_worker_then_go(
+        gate: RunGate, time_: Time) -> None:
+    def other_worker(sleeps: int) -> None:
+        if sleeps == 2:
+            gate.passed([started("etl-1")], lane_span)
+
+    time_.on_sleep = other_worker
+    turns, stats = go(gate, [lines("etl-1", 1, 3)], after_start("etl-1"))
+    assert turns == [[("etl-1", 1, 3)]]
+    assert time_.slept == [POLL_S] * 2, "went as soon as the started had its turn"
+    assert stats.timeouts == 0
+
+
+def test_a_run_without_a_started_never_waits_for_one(gate: RunGate, time_: Time) -> None:
+    # A plain script's run (LogStream alone): its batches do not list it in after_start.
+    turns, stats = go(gate, [lines("script-1", 1, 3)], after_start("other-run"))
+    assert turns == [[("script-1", 1, 3)]]
+    assert (time_.slept, stats.timeouts) == ([], 0)
+
+
+def test_first_lines_whose_started_is_lost_wait_the_bound_then_go(
+        gate: RunGate, time_: Time) -> None:
+    turns, stats = go(gate, [lines("etl-1", 1, 3)], after_start("etl-1"))
+    assert turns == [[("etl-1", 1, 3)]]
+    assert (len(time_.slept), stats.timeouts) == (POLLS, 1)
+    turns, stats = go(gate, [started("etl-1")], lane_span)
+    assert turns == [[("etl-1", "started")]], "the late started goes at once"
+    turns, stats = go(gate, [lines("etl-1", 4, 5)], lane_span)
+    assert (len(time_.slept), stats.timeouts) == (POLLS, 0), (
+        "the late started never moved the gate back from 3")
+
+
+def test_a_started_goes_at_once_and_never_waits(gate: RunGate, time_: Time) -> None:
+    turns, stats = go(gate, [started("etl-1")], lane_span)
+    assert turns == [[("etl-1", "started")]]
+    assert (time_.slept, stats.timeouts) == ([], 0)
+
+
+def test_an_end_waits_until_the_runs_last_line_had_its_turn_then_goes(
+        gate: RunGate, time_: Time) -> None:
+    go(gate, [started("etl-1"), lines("etl-1", 1, 3)], after_start("etl-1"))
+
+    def other_worker(sleeps: int) -> None:
+        if sleeps == 1:
+            gate.passed([lines("etl-1", 4, 6)])  # not yet the last line
+        if sleeps == 3:
+            gate.passed([lines("etl-1", 7, 9)])
+
+    time_.on_sleep = other_worker
+    turns, stats = go(gate, [ended("etl-1", 9)], lane_span)
+    assert turns == [[("etl-1", "finished")]]
+    assert time_.slept == [POLL_S] * 3, "it went once line 9 had its turn, not at line 6"
+    assert stats.timeouts == 0
+
+
+def test_an_end_whose_last_lines_are_lost_waits_the_bound_then_goes(
+        gate: RunGate, time_: Time) -> None:
+    go(gate, [lines("etl-1", 1, 3)])
+    turns, stats = go(gate, [ended("etl-1", 9, "failed")], lane_span)
+    assert turns == [[("etl-1", "failed")]]
+    assert (len(time_.slept), stats.timeouts) == (POLLS, 1)
+
+
+def test_the_end_of_a_run_with_no_line_follows_its_started(gate: RunGate, time_: Time) -> None:
+    time_.on_sleep = lambda sleeps: gate.passed([started("quiet-1")], lane_span)
+    turns, stats = go(gate, [ended("quiet-1", 0)], lane_span)
+    assert turns == [[("quiet-1", "finished")]]
+    assert (time_.slept, stats.timeouts) == ([POLL_S], 0)
+
+
+def test_an_end_waiting_holds_back_no_other_run_of_its_batch(gate: RunGate, time_: Time) -> None:
+    go(gate, [lines("etl-a", 1, 3)])
+    time_.on_sleep = lambda sleeps: gate.passed([lines("etl-a", 4, 5)]) if sleeps == 2 else None
+    turns, stats = go(gate, [ended("etl-a", 5), lines("etl-b", 1, 4), started("etl-c")],
+                      lane_span)
+    assert turns == [[("etl-b", 1, 4), ("etl-c", "started")], [("etl-a", "finished")]]
+    assert (len(time_.slept), stats.timeouts) == (2, 0)
+
+
+def test_after_the_bound_a_batch_still_goes_in_its_runs_order(gate: RunGate, time_: Time) -> None:
+    # The started (another batch) never comes: lines and end go anyway, lines first.
+    turns, stats = go(gate, [ended("etl-1", 3), lines("etl-1", 1, 3)], after_start("etl-1"))
+    assert turns == [[("etl-1", 1, 3), ("etl-1", "finished")]]
+    assert (len(time_.slept), stats.timeouts) == (POLLS, 2)
+
+
+def test_with_no_wait_configured_a_batch_still_goes_in_its_runs_order(
+        shared_state: SharedState, time_: Time) -> None:
+    gate = RunGate(shared_state, wait_s=0, poll_s=POLL_S, clock=time_.clock, sleep=time_.sleep)
+    turns, _ = go(gate, [ended("etl-1", 3), lines("etl-1", 1, 3), started("etl-1")],
+                  after_start("etl-1"))
+    assert turns == [[("etl-1", "started"), ("etl-1", 1, 3), ("etl-1", "finished")]]
+
+
+@pytest.mark.parametrize("message", [
+    admin("etl-1", "deploy", version="1.4.2"),
+    {"channel": "private-admin-events", "event": "started", "data": {"type": "started"},
+     "id": "admin:no-run"},
+    admin("etl-1", "finished"),  # an end from an emitter that did not say its last line
+    admin("etl-1", "finished", last_seq=True),
+    admin("etl-1", "finished", last_seq=-1),
+], ids=["deploy", "started-without-run", "end-without-last-seq", "bool", "negative"])
+def test_admin_events_that_are_not_a_runs_own_have_no_place_at_the_gate(
+        message: AdminMessage) -> None:
+    assert admin_span(message) is None
+    assert run_events([message]) == ([], [message]), "they go with the batch's first send"
+
+
+def test_a_started_and_an_end_have_their_places_in_the_runs_lane() -> None:
+    assert admin_span(admin("etl-1", "started")) == Span("etl-1", None, 0)
+    assert admin_span(admin("etl-1", "lost", last_seq=42)) == Span("etl-1", 42, 42), (
+        "any end carrying last_seq, not only finished and failed")

@@ -7,6 +7,12 @@ and anything else operators should see live.
 Like log lines, ``emit`` returns at once and never raises; the event goes out with the
 next flush's broadcast task (event name = ``type``; data carries ``type``, ``ts`` and the
 keyword arguments).
+
+A run's own events are published in the run's order with its lines, by any number of
+broadcast workers: ``started`` (with ``run_id``) before the run's first line, and an end —
+any event with ``run_id`` and ``last_seq``, the seq of the run's last line when it ended, as
+:func:`workflows.base.end_run` sends ``finished`` and ``failed`` — after that line (a bounded
+wait, like lines: :mod:`broadcasters.ordering`). Every other event goes out with its batch.
 """
 
 from __future__ import annotations

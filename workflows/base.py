@@ -52,6 +52,7 @@ from typing import Any
 from celery import Task, shared_task
 from celery.canvas import Signature, _chain, _chord, group
 
+from broadcasters.wire import LAST_SEQ_KEY
 from workflows import admin_events, capture
 from workflows.log_stream import LogStream
 from workflows.models import RunStatus
@@ -171,12 +172,20 @@ def end_run(run_id: str, workflow: str, status: RunStatus, error: str | None = N
     Returns whether this call ended the run. The run's lines (and its start) are flushed to
     SQL first. If SQL is unreachable the end is announced anyway: a repeated ``finished`` is
     better than a lost one (clients treat the event as a status, not a counter).
+
+    The event carries ``last_seq``, the run's last line when it ended (its counter in SQL):
+    the ordering gate publishes the end after that line (:func:`broadcasters.ordering.
+    admin_span`). Without SQL there is none, and the end goes out unordered.
     """
     emitter = get_emitter()
     emitter.flush(END_OF_TASK_FLUSH_S, wait_for_broker=False)
     duration_s: float | None = None
+    last_seq: int | None = None
     try:
-        run = emitter.writer.store().finish_run(run_id, status, error, workflow=workflow)
+        store = emitter.writer.store()
+        run = store.finish_run(run_id, status, error, workflow=workflow)
+        if run is not None:
+            last_seq = store.last_seq(run_id)
     except Exception as exc:  # noqa: BLE001 - fail open: announce it
         logger.warning("run %s: could not record its end in SQL (%s: %s); announcing it anyway",
                        run_id, type(exc).__name__, exc)
@@ -186,6 +195,8 @@ def end_run(run_id: str, workflow: str, status: RunStatus, error: str | None = N
         if run.finished_at is not None:
             duration_s = round((run.finished_at - run.started_at) / 1000, 3)
     data: dict[str, Any] = {"run_id": run_id, "workflow": workflow, "duration_s": duration_s}
+    if last_seq is not None:
+        data[LAST_SEQ_KEY] = last_seq
     if error is not None:
         data["error"] = error
     admin_events.emit("finished" if status is RunStatus.SUCCEEDED else "failed", **data)

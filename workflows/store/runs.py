@@ -6,10 +6,10 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from workflows.models import Run, RunStatus
+from workflows.models import Run, RunCounter, RunStatus
 from workflows.store.base import StoreBase
 
 
@@ -56,6 +56,14 @@ class Runs(StoreBase):
             if not ended:
                 ended = connection.execute(create).first() is not None
         return self.run(run_id) if ended else None
+
+    def last_seq(self, run_id: str) -> int:
+        """The seq of the run's last line stored so far (its counter; 0: none). Read when the
+        run ends: its end event is published after that line (``last_seq`` in its data)."""
+        with self.engine.connect() as connection:
+            last = connection.execute(
+                select(RunCounter.last_seq).where(RunCounter.run_id == run_id)).scalar()
+        return int(last) if last is not None else 0
 
     def run(self, run_id: str) -> Run | None:
         with Session(self.engine) as session:
