@@ -42,6 +42,11 @@ class KnobSettings(BaseModel):
     sweep_interval_s: float = Field(30.0, gt=0, le=86_400)
     sweep_after_s: float = Field(120.0, gt=0, le=86_400)
     health_interval_s: float = Field(60.0, gt=0, le=86_400)
+    #: A running run with no heartbeat from any process running it for this long is marked
+    #: ``lost`` by the ``relaycast.runs_lost`` beat task (its worker died: SIGKILL, OOM, host
+    #: lost). Workers refresh heartbeats every min(5, this/4) s; beat checks every
+    #: min(30, this/4) s. It must exceed the longest a canvas step waits in the queue.
+    run_lost_after_s: float = Field(120.0, ge=1, le=7 * 86_400)
     #: Lines, ended runs and health reports older than this many days are deleted by the
     #: ``relaycast.prune`` beat task; 0 keeps everything (the task does nothing).
     retention_days: int = Field(30, ge=0, le=36_500)

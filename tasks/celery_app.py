@@ -79,7 +79,7 @@ def create_app(settings: Settings) -> Celery:
     broker = settings.broker_url or "memory://localhost/"
     app = Celery("relaycast", broker=broker,
                  include=["tasks.broadcast", "tasks.health", "tasks.sweep", "tasks.occupancy",
-                          "tasks.prune", "workflows.base"])
+                          "tasks.prune", "tasks.lost", "workflows.base"])
     transport_options: dict[str, object] = {"visibility_timeout": settings.visibility_timeout_s}
     if broker.startswith("memory://"):
         transport_options["polling_interval"] = 0.01
@@ -126,9 +126,13 @@ def create_app(settings: Settings) -> Celery:
 def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
     """Beat's periodic tasks; each expires after its own interval, so a beat that could not
     reach the workers for a while does not leave a pile of them behind. Retention runs unless
-    everything is kept (``RELAYCAST_RETENTION_DAYS=0``)."""
+    everything is kept (``RELAYCAST_RETENTION_DAYS=0``); the lost-run check always (it does
+    nothing without ``REDIS_URL``)."""
     every = {"relaycast.health": settings.health_interval_s,
-             "relaycast.sweep": settings.sweep_interval_s}
+             "relaycast.sweep": settings.sweep_interval_s,
+             # Runs whose worker died: min(30, bound/4) s, so one is marked lost within
+             # 1.25 bounds of its last heartbeat (tasks.lost).
+             "relaycast.runs_lost": min(30.0, settings.run_lost_after_s / 4)}
     if settings.occupancy == "webhooks":
         every["relaycast.occupancy"] = settings.occupancy_reconcile_s
     if settings.retention_days:

@@ -294,7 +294,7 @@ def test_beat_schedules_the_prune_unless_everything_is_kept() -> None:
                                            "options": {"expires": 7200.0}}
     assert {"relaycast-health", "relaycast-sweep"} <= set(schedule)
     kept = create_app(load_settings(RELAYCAST_RETENTION_DAYS="0")).conf.beat_schedule
-    assert set(kept) == {"relaycast-health", "relaycast-sweep"}
+    assert set(kept) == {"relaycast-health", "relaycast-sweep", "relaycast-runs_lost"}
 
 
 @pytest.mark.timeout(180)

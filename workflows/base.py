@@ -31,7 +31,11 @@ chain's last link); ``failed`` when any task of the run fails for good (``on_fai
 after its retries, not on each). Ending a run is one conditional UPDATE in SQL, so of
 several shards failing at once exactly one announces the failure (the others still log
 their error into the run). Each is an admin event on ``{prefix}admin-events`` and a row in
-the ``runs`` table.
+the ``runs`` table. ``lost`` when the run's worker died (no ``on_failure`` ever runs): while
+a task of the run executes, its process keeps the run's heartbeat fresh
+(:mod:`workflows.heartbeat`), and the ``relaycast.runs_lost`` beat task (:mod:`tasks.lost`)
+marks a running run without one for ``RELAYCAST_RUN_LOST_AFTER_S`` — a real end recorded
+later still wins.
 
 Runs are registered with :func:`celery.shared_task`: this module never imports the Celery
 app; ``tasks`` includes the example workflows and routes ``workflows.*`` to the
@@ -53,7 +57,7 @@ from celery import Task, shared_task
 from celery.canvas import Signature, _chain, _chord, group
 
 from broadcasters.wire import LAST_SEQ_KEY
-from workflows import admin_events, capture
+from workflows import admin_events, capture, heartbeat
 from workflows.log_stream import LogStream
 from workflows.models import RunStatus
 from workflows.process import get_emitter
@@ -84,22 +88,31 @@ class WorkflowTask(Task):  # type: ignore[misc]
                 raise InvalidParams(f"step {self.name} needs run_id= (the run it belongs to)")
             run_id = self.request.id or f"local-{int(time.time() * 1000)}"
         log = LogStream(run_id)
-        if self.begins_run and not self.request.retries:
-            admin_events.emit("started", run_id=run_id, workflow=self.workflow_name,
-                              params=params, channel=log.channel)
-        # The body's own logging records and printed lines are lines of the run too.
-        token = capture.begin(log.run_id)
+        # The run's sign of life while this task executes (workflows.heartbeat): from this
+        # process, not from its lines, so a quiet step is never taken for a dead one.
+        heartbeat.enter(run_id)
         try:
-            result = self.run(log, *args, **params)
+            if (self.request.delivery_info or {}).get("redelivered"):
+                log.warning(f"{self.name} redelivered: its earlier attempt died with its "
+                            "worker; running it again", task=self.name)
+            if self.begins_run and not self.request.retries:
+                admin_events.emit("started", run_id=run_id, workflow=self.workflow_name,
+                                  params=params, channel=log.channel)
+            # The body's own logging records and printed lines are lines of the run too.
+            token = capture.begin(log.run_id)
+            try:
+                result = self.run(log, *args, **params)
+            finally:
+                capture.end(token)
+            if isinstance(result, Signature):
+                return self._continue_in(result, run_id, log)
+            if self.begins_run:
+                end_run(run_id, self.workflow_name, RunStatus.SUCCEEDED)
+            else:
+                log.flush(END_OF_TASK_FLUSH_S, wait_for_broker=False)
+            return result
         finally:
-            capture.end(token)
-        if isinstance(result, Signature):
-            return self._continue_in(result, run_id, log)
-        if self.begins_run:
-            end_run(run_id, self.workflow_name, RunStatus.SUCCEEDED)
-        else:
-            log.flush(END_OF_TASK_FLUSH_S, wait_for_broker=False)
-        return result
+            heartbeat.leave(run_id)
 
     def _continue_in(self, canvas: Signature, run_id: str, log: LogStream) -> dict[str, Any]:
         """Run ``canvas`` as the rest of this run, then end it with ``relaycast.run_finished``."""

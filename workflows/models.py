@@ -33,6 +33,11 @@ class RunStatus(StrEnum):
     RUNNING = "running"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
+    #: Its task died with its worker (SIGKILL, OOM, host lost): no heartbeat from any process
+    #: running it for ``RELAYCAST_RUN_LOST_AFTER_S`` (the ``relaycast.runs_lost`` beat task,
+    #: :mod:`tasks.lost`). Terminal, except that a real end recorded later wins (the task was
+    #: alive after all: ``finished``/``failed`` follows ``lost``).
+    LOST = "lost"
 
 
 _BigIntId = BigInteger().with_variant(Integer(), "sqlite")

@@ -22,7 +22,7 @@ def register(sub: Any) -> None:
     logs.add_argument("--after", type=seq, default=0, metavar="SEQ", help="only lines after SEQ")
     logs.add_argument("-f", "--follow", action="store_true",
                       help="print lines as they are stored until the run ends (waits for a run "
-                      "not started yet); exit 0 when it succeeds, 1 when it fails; --json: one "
+                      "not started yet); exit 0 when it succeeds, 1 when it fails or is lost; --json: one "
                       "object per line")
     logs.add_argument("--level", type=level, default=None,
                       help="only lines at LEVEL or above (debug, info, warning, error, critical)")
@@ -66,7 +66,8 @@ FOLLOW_PAGE_LINES = 5000
 
 def follow_logs(settings: Settings, args: argparse.Namespace) -> int:
     """``relaycast logs RUN --follow``: print the run's lines as they are stored, then exit 0
-    when the run has succeeded, 1 when it has failed, 130 on Ctrl-C.
+    when the run has succeeded, 1 when it has failed or was lost (its worker died), 130 on
+    Ctrl-C.
 
     SQL is polled every :data:`FOLLOW_POLL_S` for lines after the last seq printed (a run's
     seqs become visible in order: see :meth:`LogStore.append`). The run's status is read

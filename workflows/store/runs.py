@@ -12,6 +12,9 @@ from sqlalchemy.orm import Session
 from workflows.models import Run, RunCounter, RunStatus
 from workflows.store.base import StoreBase
 
+#: Statuses a run's real end may replace: running, and lost (its task was alive after all).
+ENDABLE = (RunStatus.RUNNING, RunStatus.LOST)
+
 
 class Runs(StoreBase):
     """Start, finish and read runs."""
@@ -42,10 +45,13 @@ class Runs(StoreBase):
         ended (so that of several processes ending one run, exactly one announces it).
 
         One conditional UPDATE decides, atomically on every database. A run never started
-        in SQL (its start was lost or is still in flight) is recorded as ended.
+        in SQL (its start was lost or is still in flight) is recorded as ended. A run marked
+        ``lost`` can still be ended: its task was alive after all (a heartbeat that could not
+        reach Redis, a step that waited in the queue longer than the bound), and its real end
+        wins — announced once, after the ``lost`` (see :meth:`mark_lost`).
         """
         at_ms = int(time.time() * 1000) if at_ms is None else at_ms
-        end = (update(Run).where(Run.run_id == run_id, Run.status == RunStatus.RUNNING)
+        end = (update(Run).where(Run.run_id == run_id, Run.status.in_(ENDABLE))
                .values(status=status, error=error, finished_at=at_ms).returning(Run.run_id))
         create = self._dialect().insert(Run).values(
             run_id=run_id, workflow=workflow, status=status, params={}, started_at=at_ms,
@@ -64,6 +70,32 @@ class Runs(StoreBase):
             last = connection.execute(
                 select(RunCounter.last_seq).where(RunCounter.run_id == run_id)).scalar()
         return int(last) if last is not None else 0
+
+    def running_runs(self, limit: int = 10_000) -> list[tuple[str, int]]:
+        """``(run_id, started_at)`` of runs still ``running``, oldest first (the lost-run
+        check reads their heartbeats)."""
+        with self.engine.connect() as connection:
+            rows = connection.execute(
+                select(Run.run_id, Run.started_at).where(Run.status == RunStatus.RUNNING)
+                .order_by(Run.started_at).limit(limit)).all()
+        return [(str(run_id), int(started_at)) for run_id, started_at in rows]
+
+    def mark_lost(self, run_id: str, started_at: int, reason: str, at_ms: int | None = None
+                  ) -> Run | None:
+        """Mark a running run ``lost``; return it when this call did, None otherwise (it had
+        ended, or was started again since ``started_at`` was read: a redelivered task).
+
+        The same conditional UPDATE as :meth:`finish_run`: of two beats deciding at once,
+        or a beat and the run's real end, exactly one changes the row and announces it.
+        """
+        at_ms = int(time.time() * 1000) if at_ms is None else at_ms
+        lose = (update(Run).where(Run.run_id == run_id, Run.status == RunStatus.RUNNING,
+                                  Run.started_at == started_at)
+                .values(status=RunStatus.LOST, error=reason, finished_at=at_ms)
+                .returning(Run.run_id))
+        with self.engine.begin() as connection:
+            lost = connection.execute(lose).first() is not None
+        return self.run(run_id) if lost else None
 
     def run(self, run_id: str) -> Run | None:
         with Session(self.engine) as session:

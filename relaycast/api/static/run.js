@@ -15,6 +15,8 @@ const $ = (id) => document.getElementById(id);
 
 const view = new LogView($("log"));
 const connection = $("connection");
+// A run's end event -> its status ("lost": its worker died; a real end may still follow).
+const END_STATUS = { finished: "succeeded", failed: "failed", lost: "lost" };
 const statusEl = $("run-status");
 let run = null; // GET /runs/{id}
 let feedState = { transport: null, state: "connecting" };
@@ -122,8 +124,8 @@ connectAdminEvents((event) => {
   if (adminEvents.length > 100) adminEvents.shift();
   if (event.run_id !== runId) return;
   if (event.type === "started") run = { ...(run || {}), status: "running", started_at: event.ts, finished_at: null, workflow: event.workflow };
-  if (event.type === "finished" || event.type === "failed") {
-    run = { ...(run || {}), status: event.type === "finished" ? "succeeded" : "failed", finished_at: event.ts, error: event.error || null };
+  if (END_STATUS[event.type]) {
+    run = { ...(run || {}), status: END_STATUS[event.type], finished_at: event.ts, error: event.error || null };
     // The run's last lines are flushed as it ends: make sure none was missed live.
     setTimeout(() => feed.refresh(), 1000);
     setTimeout(() => feed.refresh(), 5000);

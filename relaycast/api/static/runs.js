@@ -1,6 +1,6 @@
 /**
  * The runs list (/ui/): recent runs, updated live from admin events (started, finished,
- * failed) and re-read from GET /runs (at once after an event, for line counts; every poll
+ * failed, lost) and re-read from GET /runs (at once after an event, for line counts; every poll
  * interval when live events are not available), and the broadcaster panel
  * (broadcaster-panel.js) from GET /admin/broadcaster-status.
  */
@@ -11,7 +11,9 @@ import { connectAdminEvents, getJson } from "./relaycast.js";
 
 const $ = (id) => document.getElementById(id);
 const RUNS_LIMIT = 100;
-const TERMINAL = new Set(["succeeded", "failed"]);
+const TERMINAL = new Set(["succeeded", "failed", "lost"]);
+// A run's end event -> its status ("lost": its worker died; a real end may still follow).
+const END_STATUS = { finished: "succeeded", failed: "failed", lost: "lost" };
 
 const runs = new Map(); // run_id -> run (GET /runs shape)
 const rows = new Map(); // run_id -> <tr>
@@ -176,10 +178,10 @@ function onAdminEvent(event) {
       finished_at: null, duration_s: null, error: null, lines: known.lines || 0,
     });
     addWorkflowChoices([event.workflow]);
-  } else if ((event.type === "finished" || event.type === "failed") && id) {
+  } else if (END_STATUS[event.type] && id) {
     const known = runs.get(id) || { run_id: id, workflow: event.workflow, lines: 0 };
     runs.set(id, {
-      ...known, status: event.type === "finished" ? "succeeded" : "failed", finished_at: event.ts,
+      ...known, status: END_STATUS[event.type], finished_at: event.ts,
       duration_s: event.duration_s, error: event.error || null,
       started_at: known.started_at || (event.ts - (event.duration_s || 0) * 1000),
     });
