@@ -19,6 +19,13 @@ minutes, so a second replay (or the sweeper) skips lines in flight, and of two r
 once each line goes to one. The broadcast task clears the claim when it records the
 outcome: a line that ends ``sent`` is never selected again, one that fails again can be
 replayed at once. A claim whose batch vanished (a broker lost it) lapses after ten minutes.
+A replay that loses lines to another one at the same moment selects again, so it goes on
+with the next lines rather than stopping short of its limit while lines are owed.
+
+**Truthful about what is left.** :func:`count` tells lines owed (``lines``) from lines
+claimed and not settled yet (``in_flight``: another replay's, an earlier call's, or the
+sweeper's, outcome not recorded), with the moment the last claim lapses
+(``claimed_until_ms``). "Nothing to replay" means neither: nothing owed and nothing claimed.
 
 **Bounded.** At most ``limit`` lines per call (5,000 by default) in tasks of at most
 1,000 lines; the same command again continues with the next ones (those enqueued are
@@ -58,15 +65,22 @@ class ReplayScope:
 
 @dataclass
 class ReplayCounts:
-    """Replayable lines, per state and run; ``in_flight``: claimed, outcome not recorded yet."""
+    """Replayable lines, per state and run; ``in_flight``: claimed, outcome not recorded yet,
+    the last of those claims lapsing at ``claimed_until_ms``."""
 
     by_state: Counter[str] = field(default_factory=Counter)
     by_run: Counter[str] = field(default_factory=Counter)
     in_flight: int = 0
+    claimed_until_ms: int | None = None
 
     @property
     def lines(self) -> int:
         return sum(self.by_state.values())
+
+    @property
+    def settled(self) -> bool:
+        """Nothing owed and nothing claimed: the only state that is "nothing to replay"."""
+        return not self.lines and not self.in_flight
 
 
 @dataclass
@@ -106,9 +120,12 @@ def count(store: LogStore, settings: Settings, scope: ReplayScope, now_ms: int) 
     counts = ReplayCounts()
     rows = store.replay_counts(claimed_before_ms=now_ms - int(CLAIM_S * 1000),
                                **_filters(settings, scope, now_ms))
-    for (run_id, state, in_flight), n in rows.items():
+    for (run_id, state, in_flight), (n, claimed_at_ms) in rows.items():
         if in_flight:
             counts.in_flight += n
+            if claimed_at_ms is not None:
+                until_ms = claimed_at_ms + int(CLAIM_S * 1000)
+                counts.claimed_until_ms = max(counts.claimed_until_ms or until_ms, until_ms)
         else:
             counts.by_state[state] += n
             counts.by_run[run_id] += n
@@ -119,14 +136,7 @@ def replay(store: LogStore, settings: Settings, scope: ReplayScope, now_ms: int,
            limit: int = MAX_LINES_PER_REPLAY,
            enqueue: Callable[[Batch], None] = enqueue_batch) -> ReplayResult:
     """Claim up to ``limit`` replayable lines and enqueue them; see the module docstring."""
-    claimed_before_ms = now_ms - int(CLAIM_S * 1000)
-    candidates = store.replay_candidates(claimed_before_ms=claimed_before_ms, limit=limit + 1,
-                                         **_filters(settings, scope, now_ms))
-    more = len(candidates) > limit
-    candidates = candidates[:limit]
-    claimed = store.claim_for_replay([line.id for line in candidates], at_ms=now_ms,
-                                     claimed_before_ms=claimed_before_ms)
-    lines = [line for line in candidates if line.id in claimed]
+    lines, more = _claim(store, settings, scope, now_ms, limit)
     channels = Channels(settings.channel_prefix)
     plan = [(batch, ids) for live_only in (False, True)
             for batch, ids in _batches([line for line in lines
@@ -154,6 +164,30 @@ def replay(store: LogStore, settings: Settings, scope: ReplayScope, now_ms: int,
     return ReplayResult(enqueued=enqueued, ranges=ranges, batches=len(plan), more=more)
 
 
+def _claim(store: LogStore, settings: Settings, scope: ReplayScope, now_ms: int, limit: int
+           ) -> tuple[list[LogLine], bool]:
+    """Claim up to ``limit`` replayable lines, by run and seq; and whether more were left.
+
+    Lines another replay claims between our SELECT and our UPDATE are lost to it: select
+    again (they are no longer candidates) until the limit is reached or no candidate is
+    left, so a replay started at the same moment as another takes the next lines instead of
+    finding "nothing". Each round either claims lines or finds the ones it lost claimed."""
+    claimed_before_ms = now_ms - int(CLAIM_S * 1000)
+    filters = _filters(settings, scope, now_ms)
+    lines: list[LogLine] = []
+    while True:
+        wanted = limit - len(lines)
+        candidates = store.replay_candidates(claimed_before_ms=claimed_before_ms,
+                                             limit=wanted + 1, **filters)
+        taking = candidates[:wanted]
+        claimed = store.claim_for_replay([line.id for line in taking], at_ms=now_ms,
+                                         claimed_before_ms=claimed_before_ms)
+        lines.extend(line for line in taking if line.id in claimed)
+        if len(lines) >= limit or len(claimed) == len(taking):
+            lines.sort(key=lambda line: (line.run_id, line.seq))
+            return lines, len(candidates) > wanted
+
+
 def _batches(lines: Sequence[LogLine], channels: Channels, live_only: bool
              ) -> list[tuple[Batch, list[int]]]:
     """Batches of at most :data:`LINES_PER_TASK` lines, each run's lines cut where seqs
@@ -173,5 +207,5 @@ def _batches(lines: Sequence[LogLine], channels: Channels, live_only: bool
     return out
 
 
-__all__ = ["MAX_LINES_PER_REPLAY", "ReplayCounts", "ReplayEnqueueFailed", "ReplayResult",
+__all__ = ["CLAIM_S", "MAX_LINES_PER_REPLAY", "ReplayCounts", "ReplayEnqueueFailed", "ReplayResult",
            "ReplayScope", "count", "replay"]

@@ -4,12 +4,16 @@ provider recovers, a replay delivers every one to a subscriber and a second send
 
 from __future__ import annotations
 
+import re
+import threading
 import time
 import uuid
 from collections.abc import Callable
 from typing import Any
 
 import pytest
+from sqlalchemy import event, func, select, text
+from sqlalchemy.engine import Connection
 from support.pusher_ws import Subscriber
 from support.runs import has_lines, run_env, seqs_received, start_run
 from support.seeding import seed_lines
@@ -18,7 +22,7 @@ from support.workers import CeleryWorker, ForwardingProxy, Started, one_line_err
 
 from broadcasters.wire import Batch
 from config import Settings, load_settings
-from workflows.models import LineState
+from workflows.models import LineState, LogLine
 from workflows.store import LogStore
 
 NOW = 1_800_000_000_000
@@ -66,8 +70,8 @@ def test_replay_selects_failed_logged_and_long_pending_lines_by_run_and_seq(stor
         ("a", 1), ("a", 2), ("a", 3), ("a", 5), ("a", 6), ("a", 7)]
     assert _seqs(store.replay_candidates(limit=2, **_filters())) == [("a", 1), ("a", 2)]
     assert store.replay_counts(**_filters()) == {
-        ("a", "failed", False): 3, ("a", "logged", False): 2, ("a", "pending", False): 1,
-        ("b", "failed", False): 2}
+        ("a", "failed", False): (3, None), ("a", "logged", False): (2, None),
+        ("a", "pending", False): (1, None), ("b", "failed", False): (2, None)}
 
 
 def test_a_claimed_line_is_skipped_until_its_outcome_is_recorded(store: LogStore) -> None:
@@ -79,7 +83,8 @@ def test_a_claimed_line_is_skipped_until_its_outcome_is_recorded(store: LogStore
         "a second replay (or the sweeper) leaves lines in flight alone"
     assert store.replay_candidates(limit=100, **_filters(run_id="a")) == []
     assert store.replay_counts(**_filters(run_id="a")) == {
-        ("a", "failed", True): 3, ("a", "logged", True): 2, ("a", "pending", True): 1}
+        ("a", "failed", True): (3, NOW), ("a", "logged", True): (2, NOW),
+        ("a", "pending", True): (1, NOW)}
     # Outcomes come in: 1-2 delivered, 3 failed again, 5-6 delivered; 7 still on its way.
     store.mark([("a", 1, 2), ("a", 5, 6)], LineState.SENT, "pusher")
     store.mark([("a", 3, 3)], LineState.FAILED)
@@ -100,6 +105,90 @@ def test_a_claim_takes_only_lines_still_owed(store: LogStore) -> None:
     store.mark([("b", 1, 1)], LineState.SENT, "pusher")  # delivered meanwhile (a late retry)
     claimed = store.claim_for_replay(ids, at_ms=NOW, claimed_before_ms=NOW - 10 * MINUTE)
     assert claimed == {ids[1]}
+
+
+def test_two_claims_at_once_take_each_line_once(database_url: str, store: LogStore,
+                                               open_store: Callable[[str], LogStore]) -> None:
+    """The first replay's claim (three chunks of one transaction) is held open just before
+    its commit; the second selected the same lines and claims them meanwhile. SQLite: the
+    second UPDATE waits for the one writer. PostgreSQL: it waits on the first's row locks,
+    then evaluates its WHERE again on the claimed rows. Either way it takes none of them."""
+    seed_lines(store, [_row("race", seq) for seq in range(1, 2501)])
+    store.mark([("race", 1, 2500)], LineState.FAILED)
+    ids = [line.id for line in store.replay_candidates(limit=10_000, **_filters())]
+    first = open_store(database_url)  # another process's engine
+    committing, release = threading.Event(), threading.Event()
+
+    def hold_before_commit(_connection: Connection) -> None:
+        committing.set()
+        release.wait()
+
+    event.listen(first.engine, "commit", hold_before_commit)
+    claimed: dict[str, set[int]] = {}
+
+    def claim(name: str, claimer: LogStore, at_ms: int) -> None:
+        claimed[name] = claimer.claim_for_replay(ids, at_ms=at_ms,
+                                                 claimed_before_ms=NOW - 10 * MINUTE)
+
+    threads = [threading.Thread(target=claim, args=("first", first, NOW)),
+               threading.Thread(target=claim, args=("second", store, NOW + 1))]
+    try:
+        threads[0].start()
+        assert committing.wait(60), "the first claim reached its commit"
+        assert [line.id for line in store.replay_candidates(limit=10_000, **_filters())] == ids, \
+            "the second replay selects every line: the first one's claims are not committed"
+        threads[1].start()
+        if store.engine.dialect.name == "postgresql":
+            _wait_for_a_lock_wait(store)
+        else:
+            threads[1].join(0.5)
+            assert threads[1].is_alive(), "SQLite: the second UPDATE waits for the writer"
+    finally:
+        release.set()
+        for thread in threads:
+            if thread.ident is not None:
+                thread.join(60)
+    assert claimed == {"first": set(ids), "second": set()}
+    assert store.replay_candidates(limit=10, **_filters()) == []
+
+
+def _wait_for_a_lock_wait(store: LogStore) -> None:
+    """Until a session of this database waits on a row lock for its UPDATE of log_lines
+    (each look in a transaction of its own: pg_stat_activity is a snapshot per transaction)."""
+    query = text("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                 "AND wait_event_type = 'Lock' AND query ILIKE 'UPDATE log_lines%'")
+    deadline = time.monotonic() + 60
+    while True:
+        with store.engine.connect() as connection:
+            if connection.execute(query).scalar():
+                return
+        assert time.monotonic() < deadline, "the second claim never waited on a row lock"
+        time.sleep(0.05)
+
+
+def test_a_replay_that_loses_its_lines_to_another_takes_the_next_ones(
+        store: LogStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another replay claims the lines this one selected, between its SELECT and its UPDATE:
+    it selects again and takes the next ones, instead of enqueuing nothing."""
+    from tasks.replay import ReplayScope, count, replay
+
+    seed_lines(store, [_row("r", seq) for seq in range(1, 13)])
+    store.mark([("r", 1, 12)], LineState.FAILED)
+    claim = store.claim_for_replay
+    raced: list[set[int]] = []
+
+    def another_replay_first(ids: list[int], **when: int) -> set[int]:
+        if not raced:
+            raced.append(claim(ids, at_ms=NOW - 1, claimed_before_ms=NOW - 10 * MINUTE))
+        return claim(ids, **when)
+
+    monkeypatch.setattr(store, "claim_for_replay", another_replay_first)
+    enqueued: list[Batch] = []
+    result = replay(store, _settings(), ReplayScope(), NOW, limit=5, enqueue=enqueued.append)
+    assert len(raced[0]) == 5, "the other replay took the five lines this one selected first"
+    assert (result.enqueued.lines, result.ranges, result.more) == (5, {"r": [(6, 10)]}, True)
+    counts = count(store, _settings(), ReplayScope(), NOW)
+    assert (counts.lines, counts.in_flight) == (2, 10)
 
 
 # Batches ---------------------------------------------------------------------------------------
@@ -165,6 +254,44 @@ def test_logged_lines_are_owed_only_when_a_live_broadcaster_is_configured(
     only_log = load_settings(RELAYCAST_BROADCASTERS="log")
     assert count(sqlite_store, only_log, ReplayScope(), NOW).lines == 0, \
         "log is all there is: it had them, replaying would send them to log again"
+
+
+def test_count_tells_lines_claimed_by_another_replay_from_lines_owed_and_from_nothing(
+        store: LogStore) -> None:
+    from relaycast.cli.maintenance import REPLAY_NOT_FINISHED, replay_idle
+    from tasks.replay import ReplayScope, count
+
+    def state() -> tuple[int, int, int | None, tuple[int, str]]:
+        counts = count(store, _settings(), ReplayScope(), NOW)
+        return (counts.lines, counts.in_flight, counts.claimed_until_ms,
+                replay_idle(counts, "every run"))
+
+    nothing = (0, "nothing to replay (every run)")
+    assert state() == (0, 0, None, nothing)
+    seed_lines(store, [_row("c", seq) for seq in range(1, 7)])
+    store.mark([("c", 1, 5)], LineState.FAILED)
+    store.mark([("c", 6, 6)], LineState.SENT, "pusher")
+    ids = {line.seq: line.id for line in store.lines("c")}
+    # Another replay claimed 1-2 a minute ago, 3 just now; a claim of 4 eleven minutes ago lapsed.
+    for seqs, at_ms in (([1, 2], NOW - MINUTE), ([3], NOW), ([4], NOW - 11 * MINUTE)):
+        store.claim_for_replay([ids[seq] for seq in seqs], at_ms=at_ms,
+                               claimed_before_ms=NOW - 30 * MINUTE)
+    lines, in_flight, until_ms, _ = state()
+    assert (lines, in_flight, until_ms) == (2, 3, NOW + 10 * MINUTE), "4 and 5 owed; 1-3 claimed"
+
+    store.mark([("c", 4, 5)], LineState.SENT, "pusher")  # this replay sent what it took
+    claimed = (REPLAY_NOT_FINISHED,
+               "not finished (every run): 3 line(s) are being replayed by another run of this "
+               "command or the sweeper (claimed until 08:10:00 UTC); run it again after that")
+    assert state() == (0, 3, NOW + 10 * MINUTE, claimed), \
+        "nothing owed, but not nothing to replay: the other replay's lines may fail again"
+    store.mark([("c", 1, 2)], LineState.SENT, "pusher")
+    store.mark([("c", 3, 3)], LineState.FAILED)  # the other replay's outcomes: 3 failed again
+    assert state()[:3] == (1, 0, None)
+    assert state()[3] == (REPLAY_NOT_FINISHED, "not finished (every run): 1 line(s) became "
+                          "replayable while this ran; run it again")
+    store.mark([("c", 3, 3)], LineState.SENT, "pusher")
+    assert state() == (0, 0, None, nothing)
 
 
 # The command line ----------------------------------------------------------------------------
@@ -259,3 +386,100 @@ def test_lines_dead_lettered_by_a_failing_provider_are_delivered_by_replay_once(
         assert store.broadcast_counts([run_id]) == {(LineState.SENT, "pusher"): 300}
     finally:
         proxy.close()
+
+
+#: Lines, runs and lines per call of the two replays at once.
+RACE_LINES, RACE_RUNS, RACE_LIMIT = 20_000, 10, 1000
+_ENQUEUED = re.compile(r"^enqueued ([\d,]+) line\(s\) of ")
+
+
+def _replay_until_done(env: dict[str, str], calls: list[Any]) -> None:
+    """An operator following the runbook: ``relaycast replay --failed`` again and again until
+    it does not enqueue anything (at most twice the calls the lines need)."""
+    for _ in range(2 * RACE_LINES // RACE_LIMIT):
+        result = relaycast_cli("replay", "--failed", "--limit", str(RACE_LIMIT), env=env)
+        calls.append(result)
+        if result.returncode != 0 or not _ENQUEUED.match(result.stdout):
+            return
+
+
+@pytest.mark.timeout(600)
+def test_two_replays_at_once_send_every_line_once_and_neither_says_nothing_while_lines_are_claimed(
+    broker: str, database_url: str, soketi: Soketi, subscriber_factory: SubscriberFactory,
+    workers: Started, open_store: Callable[[str], LogStore],
+) -> None:
+    """20,000 failed lines, two operators each running ``relaycast replay --failed --limit
+    1000`` until it stops enqueuing, the second starting once the first has claimed lines.
+    No worker runs yet, so every claimed line stays claimed: each must end saying how many
+    lines the other run holds (exit 3), never ``nothing to replay``. Then a broadcast worker
+    sends them: every line reaches a subscriber once, and only then is there nothing to
+    replay."""
+    from tasks.replay import CLAIM_S
+
+    store = open_store(database_url)
+    stored_ms = int(time.time() * 1000) - 10 * MINUTE
+    runs = [f"race-{uuid.uuid4().hex[:6]}-{i}" for i in range(RACE_RUNS)]
+    per_run = RACE_LINES // RACE_RUNS
+    seed_lines(store, [_row(run_id, seq, stored_ms) for run_id in runs
+                       for seq in range(1, per_run + 1)])
+    store.mark([(run_id, 1, per_run) for run_id in runs], LineState.FAILED)
+    env = run_env(broker, database_url, **soketi.env(), RELAYCAST_BROADCASTERS="pusher")
+    subscriber = subscriber_factory()
+    for run_id in runs:
+        subscriber.subscribe(f"private-logs-{run_id}")
+
+    def claimed_lines() -> int:
+        with store.engine.connect() as connection:
+            return int(connection.execute(select(func.count()).where(
+                LogLine.swept_at.is_not(None))).scalar_one())
+
+    calls: dict[str, list[Any]] = {"first": [], "second": []}
+    started_ms = int(time.time() * 1000)
+    first = threading.Thread(target=_replay_until_done, args=(env, calls["first"]))
+    first.start()
+    deadline = time.monotonic() + 120
+    while not claimed_lines() and first.is_alive():
+        assert time.monotonic() < deadline, "the first replay never claimed lines"
+        time.sleep(0.05)
+    assert claimed_lines(), calls["first"]
+    _replay_until_done(env, calls["second"])  # the second, while the first goes on
+    first.join()
+    lapses = {time.strftime("%H:%M:%S UTC", time.gmtime(second + CLAIM_S))
+              for second in range(started_ms // 1000, int(time.time()) + 1)}
+
+    enqueued = 0
+    for name, results in calls.items():
+        *taking, last = results
+        for result in taking:
+            assert result.returncode == 0, (name, result.stdout, result.stderr)
+            enqueued += int(_ENQUEUED.match(result.stdout)[1].replace(",", ""))  # type: ignore[index]
+        assert "nothing to replay" not in "".join(r.stdout for r in results), \
+            f"the {name} replay said nothing to replay while no line was sent yet"
+        assert last.returncode == 3, (name, last.stdout, last.stderr)
+        said = last.stdout.strip()
+        assert said.startswith(f"not finished (every run): {RACE_LINES:,} line(s) are being "
+                               "replayed by another run of this command or the sweeper "
+                               "(claimed until "), said
+        assert said.endswith("); run it again after that"), said
+        until = said.split("(claimed until ")[1].split(")")[0]
+        assert until in lapses, f"the last claim (made while the replays ran) lapses at {until}"
+    assert enqueued == RACE_LINES, "each line was claimed and enqueued by one replay only"
+    assert all(calls.values()) and len(calls["second"]) > 1, \
+        "the second replay took lines too: the two ran over the same lines at once"
+    dry = relaycast_cli("replay", "--failed", "--dry-run", env=env)
+    assert (dry.returncode, dry.stdout.split(" (claimed")[0]) == (
+        3, f"not finished (every run): {RACE_LINES:,} line(s) are being replayed by another "
+           "run of this command or the sweeper"), dry.stdout + dry.stderr
+
+    workers.start(CeleryWorker(env, concurrency=2))
+    for run_id in runs:
+        _wait_counts(store, run_id, {(LineState.SENT, "pusher"): per_run}, timeout_s=300)
+    for run_id in runs:
+        channel = f"private-logs-{run_id}"
+        subscriber.wait_for(has_lines(subscriber, channel, per_run), timeout_s=120)
+        assert sorted(seqs_received(subscriber, channel)) == list(range(1, per_run + 1)), \
+            f"every line of {run_id} was published once"
+    for argv in (["replay", "--failed"], ["replay", "--failed", "--dry-run"]):
+        done = relaycast_cli(*argv, env=env)
+        assert (done.returncode, done.stdout) == (0, "nothing to replay (every run)\n"), \
+            done.stdout + done.stderr

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import argparse
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from broadcasters.wire import Channels
 from config import Settings
 from config.durations import format_duration_s
 from relaycast.cli.common import Unreachable, UsageError, count, duration, utc
+
+if TYPE_CHECKING:
+    from tasks.replay import ReplayCounts
 
 
 def register(sub: Any) -> None:
@@ -92,15 +95,42 @@ def _states(counts: Any) -> str:
                      if counts[state])
 
 
-def _in_flight(count: int) -> str:
-    from tasks.replay import CLAIM_S
+#: ``replay``'s exit status when it leaves lines unsettled that it could not take: claimed by
+#: another replay (or an earlier call, or the sweeper) whose outcome is not recorded yet.
+REPLAY_NOT_FINISHED = 3
 
-    return (f"; {count:,} line(s) sent again in the last {format_duration_s(CLAIM_S)} are still "
-            "in flight (skipped until their outcome is recorded)" if count else "")
+
+def _claimed(counts: ReplayCounts) -> str:
+    until = counts.claimed_until_ms
+    when = f" (claimed until {utc(until)[11:]})" if until is not None else ""
+    return (f"{counts.in_flight:,} line(s) are being replayed by another run of this command "
+            f"or the sweeper{when}")
+
+
+def replay_idle(counts: ReplayCounts, what: str) -> tuple[int, str]:
+    """What ``replay`` (or ``--dry-run``) says when it has nothing to take, and its exit status.
+
+    ``nothing to replay`` (0) only when nothing is owed and nothing is claimed. Lines claimed
+    and not settled (their outcome not recorded, their claim not lapsed) are reported with
+    their count and when the last claim lapses, exit :data:`REPLAY_NOT_FINISHED`: some may
+    fail again and be owed, so the job is not done. So is it when lines became replayable
+    after this call selected (released by a replay whose broker failed, failed again).
+    """
+    if counts.settled:
+        return 0, f"nothing to replay ({what})"
+    if counts.in_flight:
+        return REPLAY_NOT_FINISHED, (f"not finished ({what}): {_claimed(counts)}; run it "
+                                     "again after that")
+    return REPLAY_NOT_FINISHED, (f"not finished ({what}): {counts.lines:,} line(s) became "
+                                 "replayable while this ran; run it again")
 
 
 def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
-    """Broadcast again what no browser received live; see :mod:`tasks.replay`."""
+    """Broadcast again what no browser received live; see :mod:`tasks.replay`.
+
+    Exit 0: lines were enqueued (or would be), or nothing is owed and nothing is claimed
+    (``nothing to replay``); 3 (:data:`REPLAY_NOT_FINISHED`): nothing to take, but lines are
+    claimed by another replay in progress (see :func:`replay_idle`); run it again later."""
     if args.run_id is None and not args.failed:
         raise UsageError("name a RUN_ID, or --failed for every run's lines")
     if args.run_id is not None and args.failed:
@@ -124,10 +154,12 @@ def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
     if args.dry_run:
         counts = replay.count(store, settings, scope, now_ms)
         if not counts.lines:
-            print(f"nothing to replay ({what}){_in_flight(counts.in_flight)}")
-            return 0
+            status, message = replay_idle(counts, what)
+            print(message)
+            return status
+        claimed = f"; {_claimed(counts)}" if counts.in_flight else ""
         print(f"would replay {counts.lines:,} line(s) of {len(counts.by_run):,} run(s) ({what}): "
-              f"{_states(counts.by_state)}{_in_flight(counts.in_flight)}")
+              f"{_states(counts.by_state)}{claimed}")
         for run_id, n in sorted(counts.by_run.items())[:SHOWN_RUNS]:
             print(f"  {run_id}  {n:,} line(s)")
         if len(counts.by_run) > SHOWN_RUNS:
@@ -144,9 +176,9 @@ def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
                           "(run the same command again)") from None
     enqueued = result.enqueued
     if not enqueued.lines:
-        in_flight = replay.count(store, settings, scope, now_ms).in_flight
-        print(f"nothing to replay ({what}){_in_flight(in_flight)}")
-        return 0
+        status, message = replay_idle(replay.count(store, settings, scope, now_ms), what)
+        print(message)
+        return status
     print(f"enqueued {enqueued.lines:,} line(s) of {len(enqueued.by_run):,} run(s) in "
           f"{result.batches} batch(es) ({what}): {_states(enqueued.by_state)}")
     for run_id, spans in sorted(result.ranges.items())[:SHOWN_RUNS]:

@@ -103,24 +103,34 @@ class Ledger(StoreBase):
 
     def replay_counts(self, *, claimed_before_ms: int, stale_before_ms: int,
                       include_logged: bool, run_id: str | None = None,
-                      since_ms: int | None = None) -> dict[tuple[str, str, bool], int]:
-        """Replayable lines per ``(run_id, state, in flight)``."""
+                      since_ms: int | None = None
+                      ) -> dict[tuple[str, str, bool], tuple[int, int | None]]:
+        """Replayable lines per ``(run_id, state, in flight)``: how many, and (in flight) the
+        latest claim's ``swept_at`` (when the last of them was re-enqueued), else None."""
         in_flight = ~self._unclaimed(claimed_before_ms)
         flag = case((in_flight, 1), else_=0)
-        query = (select(LogLine.run_id, LogLine.broadcast_state, flag, func.count())
+        latest = func.max(case((in_flight, LogLine.swept_at), else_=None))
+        query = (select(LogLine.run_id, LogLine.broadcast_state, flag, func.count(), latest)
                  .where(self._replayable(stale_before_ms=stale_before_ms,
                                          include_logged=include_logged, run_id=run_id,
                                          since_ms=since_ms))
                  .group_by(LogLine.run_id, LogLine.broadcast_state, flag))
         with self.engine.connect() as connection:
-            return {(run, state, bool(busy)): int(n)
-                    for run, state, busy, n in connection.execute(query)}
+            return {(run, state, bool(busy)): (int(n), None if at is None else int(at))
+                    for run, state, busy, n, at in connection.execute(query)}
 
     def claim_for_replay(self, ids: Sequence[int], *, at_ms: int, claimed_before_ms: int
                          ) -> set[int]:
         """Mark lines re-enqueued at ``at_ms`` (``swept_at``), only those still replayable and
-        not claimed since ``claimed_before_ms``; return the ids this call claimed. One
-        conditional UPDATE per chunk: of two replays at once, each line goes to one."""
+        not claimed since ``claimed_before_ms``; return the ids this call claimed.
+
+        One conditional UPDATE per chunk, all in one transaction: of two replays at once, each
+        line goes to one. SQLite runs one writer at a time, so the second UPDATE (waiting on
+        the busy timeout) sees the first one's claims. PostgreSQL (READ COMMITTED) makes the
+        second wait on the rows the first locked and, once the first commits, evaluates the
+        WHERE again on the new row versions: a row claimed meanwhile no longer matches and is
+        neither updated nor returned (tests/test_replay.py holds one claim open to show both).
+        """
         claimed: set[int] = set()
         states = (LineState.FAILED, LineState.LOGGED, LineState.PENDING)
         with self.engine.begin() as connection:
