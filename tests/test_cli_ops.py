@@ -168,7 +168,7 @@ def test_logs_level_keeps_lines_at_or_above_it(sqlite_url: str, sqlite_store: Lo
 @pytest.mark.parametrize(("argv", "says"), [
     (["logs", "etl-1", "--level", "loud"], "unknown level 'loud'"),
     (["logs", "bad id!", "--follow"], "invalid run id 'bad id!'"),
-    (["runs", "--status", "lost"], "invalid choice: 'lost'"),
+    (["runs", "--status", "vanished"], "invalid choice: 'vanished'"),
     (["runs", "--limit", "0"], "0 runs is out of range"),
 ])
 def test_watching_commands_refuse_bad_input_in_one_line(argv: list[str], says: str,
