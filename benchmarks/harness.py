@@ -169,11 +169,12 @@ class RssSampler:
 def gate_counters(redis_url: str, prefix: str) -> dict[str, int]:
     """The ordering gate's pipeline counters over the last hour (``gate_*`` fields)."""
     from broadcasters.backends import RedisBackend
+    from broadcasters.keys import is_gate_counter
     from broadcasters.state import SharedState
 
     state = SharedState(RedisBackend.from_url(redis_url, prefix))
     try:
-        return {k: v for k, v in state.pipeline_counts(60).items() if k.startswith("gate_")}
+        return {k: v for k, v in state.pipeline_counts(60).items() if is_gate_counter(k)}
     finally:
         state.close()
 
@@ -181,16 +182,18 @@ def gate_counters(redis_url: str, prefix: str) -> dict[str, int]:
 def gate_figures(before: dict[str, int], after: dict[str, int]) -> dict[str, Any] | None:
     """What the gate did between two snapshots: batches, waits, wait percentiles (bucket
     upper bounds, ms), timeouts."""
+    from broadcasters.histogram import bucket_percentile
+    from broadcasters.keys import GateCounter, PipelineCounter, gate_wait_bucket
+
     diff = {k: after.get(k, 0) - before.get(k, 0) for k in after}
-    batches = diff.get("gate_batches", 0)
+    batches = diff.get(GateCounter.BATCHES, 0)
     if batches <= 0:
         return None
-    from broadcasters.state import bucket_percentile
-
-    buckets = {int(k.rsplit("_", 1)[1]): n for k, n in diff.items()
-               if k.startswith("gate_wait_le_") and n > 0}
-    return {"batches": batches, "wait_ms": diff.get("gate_wait_ms", 0),
-            "waited": batches - buckets.get(0, 0), "timeouts": diff.get("gate_timeouts", 0),
+    buckets = {bucket: n for k, n in diff.items()
+               if (bucket := gate_wait_bucket(k)) is not None and n > 0}
+    return {"batches": batches, "wait_ms": diff.get(GateCounter.WAIT_MS, 0),
+            "waited": batches - buckets.get(0, 0),
+            "timeouts": diff.get(PipelineCounter.GATE_TIMEOUTS, 0),
             "wait_p50_ms": bucket_percentile(buckets, 0.5) or 0.0,
             "wait_p99_ms": bucket_percentile(buckets, 0.99) or 0.0}
 

@@ -37,6 +37,7 @@ from benchmarks.context import STATE_PREFIX, Context, open_context
 from benchmarks.harness import BenchWorker, Progress, soketi_available, soketi_counters
 from benchmarks.options import build_parser, make_plan
 from benchmarks.unwind import cleanup_stack
+from broadcasters.keys import PipelineCounter
 
 MODES = ("old", "new")
 #: The target: the new behaviour's tasks and requests, as a fraction of the old one's.
@@ -167,8 +168,8 @@ def run_mode(ctx: Context, mode: str, runs: int, lines: int) -> dict[str, Any]:
     soketi_after, pipeline_after = soketi_counters(ctx.soketi), _pipeline(ctx.redis.url)
     if soketi_before is not None and soketi_after is not None:
         figures["http_calls"] = int(soketi_after["http_calls"] - soketi_before["http_calls"])
-    figures["worker_tasks"] = (pipeline_after.get("broadcast_tasks", 0)
-                               - pipeline_before.get("broadcast_tasks", 0))
+    figures["worker_tasks"] = (pipeline_after.get(PipelineCounter.BROADCAST_TASKS, 0)
+                               - pipeline_before.get(PipelineCounter.BROADCAST_TASKS, 0))
     exits, blocks = sorted(figures.pop("exit_ms")), sorted(figures.pop("block_ms"))
     figures["exit_ms"] = {"mean": statistics.fmean(exits), "p50": rep.percentile(exits, 50),
                           "p99": rep.percentile(exits, 99), "total_s": sum(exits) / 1000}

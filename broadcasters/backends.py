@@ -24,6 +24,8 @@ from typing import Any, Protocol, TypeVar
 
 import redis
 
+from broadcasters.keys import DEFAULT_PREFIX
+
 T = TypeVar("T")
 
 
@@ -89,13 +91,14 @@ class RedisBackend:
 
     name = "redis"
 
-    def __init__(self, client: redis.Redis, prefix: str = "relaycast:") -> None:
+    def __init__(self, client: redis.Redis, prefix: str = DEFAULT_PREFIX) -> None:
         self.client = client
         self.prefix = prefix
         self._set_max = client.register_script(_SET_MAX)
 
     @classmethod
-    def from_url(cls, url: str, prefix: str = "relaycast:", timeout_s: float = 0.5) -> RedisBackend:
+    def from_url(cls, url: str, prefix: str = DEFAULT_PREFIX, timeout_s: float = 0.5
+                 ) -> RedisBackend:
         client = redis.Redis.from_url(
             url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
             decode_responses=True, health_check_interval=30,

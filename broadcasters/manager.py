@@ -33,6 +33,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from broadcasters import keys
 from broadcasters.base import Broadcaster, Message
 from broadcasters.errors import BadRequest, BroadcastError, FlagAction, TransientError
 from broadcasters.packing import LogBatch, fit
@@ -295,7 +296,7 @@ class BroadcasterManager:
 
 def mirror_name(name: str) -> str:
     """The name a mirror's counters are kept under."""
-    return f"mirror:{name}"
+    return keys.mirror(name)
 
 
 def _stand_in(item: Item) -> Message:

@@ -18,6 +18,11 @@ loads them from the history. Admin channels are always published.
   None — *unknown*, so publish everything — until a reconciliation succeeded, once the
   last one is older than three intervals (reconciling keeps failing), and whenever Redis
   is unreachable. Unknown occupancy never costs a line.
+
+Occupancy is a part of the shared state it is handed (:class:`~broadcasters.state.SharedState`,
+built by the caller from the settings): one hash, :data:`~broadcasters.keys.OCCUPANCY`, over
+the state's backend; reads fail open through the state (:meth:`SharedState.fail_open`), so an
+unreachable Redis is counted and logged once, with the state's other failures.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING
 
-from broadcasters.backends import StateUnavailable
+from broadcasters import keys
 from broadcasters.state import SharedState
 
 if TYPE_CHECKING:
@@ -35,10 +40,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-OCCUPANCY_KEY = "occupancy"
-#: When the last reconciliation succeeded (epoch seconds), kept in the same hash as the
-#: channels so that a broadcast reads both in one round trip; ``~`` is in no channel name.
-RECONCILED_FIELD = "~reconciled_at"
+OCCUPANCY_KEY = keys.OCCUPANCY
+RECONCILED_FIELD = keys.OCCUPANCY_RECONCILED
 OCCUPANCY_TTL_S = 86_400
 #: Reconciliations that may fail in a row before occupancy counts as unknown.
 STALE_AFTER_INTERVALS = 3
@@ -82,7 +85,8 @@ class Occupancy:
     def record(self, changes: Iterable[tuple[str, bool]], time_ms: int) -> list[str]:
         """Apply webhook events (channel, occupied) stamped ``time_ms``; return the channels
         whose state this changed (an event older than what is stored changes nothing).
-        Raises :class:`StateUnavailable` (the provider should send it again)."""
+        Raises :class:`~broadcasters.backends.StateUnavailable` (the provider should send it
+        again)."""
         changes = list(changes)
         if not changes:
             return []
@@ -98,7 +102,8 @@ class Occupancy:
 
     def reconcile(self, occupied: Iterable[str], asked_at_ms: int) -> None:
         """What the provider's API said at ``asked_at_ms`` replaces what webhooks said before
-        it; anything recorded after the question is kept. Raises :class:`StateUnavailable`."""
+        it; anything recorded after the question is kept. Raises
+        :class:`~broadcasters.backends.StateUnavailable`."""
         backend = self.state.backend
         [current] = backend.hashes([OCCUPANCY_KEY])
         merged = {channel: _entry(asked_at_ms, True) for channel in occupied}
@@ -116,23 +121,23 @@ class Occupancy:
         return reconciled_at is not None and self.clock() - float(reconciled_at) <= self.known_for_s
 
     def known(self) -> bool:
-        try:
-            [raw] = self.state.backend.get_fields(OCCUPANCY_KEY, [RECONCILED_FIELD])
-        except StateUnavailable as exc:
-            self.state.note_unavailable("read occupancy", exc)
-            return False
+        backend = self.state.backend
+        unknown: list[str | None] = [None]
+        [raw] = self.state.fail_open(
+            "read occupancy", lambda: backend.get_fields(OCCUPANCY_KEY, [RECONCILED_FIELD]), unknown)
         return self._fresh(raw)
 
     def watched(self, channels: Sequence[str]) -> dict[str, bool] | None:
         """Whether someone watches each channel; None when that is not known (publish)."""
         if not channels:
             return {}
-        try:
-            raw, *values = self.state.backend.get_fields(OCCUPANCY_KEY,
-                                                         [RECONCILED_FIELD, *channels])
-        except StateUnavailable as exc:
-            self.state.note_unavailable("read occupancy", exc)
+        backend = self.state.backend
+        stored: list[str | None] | None = self.state.fail_open(
+            "read occupancy",
+            lambda: backend.get_fields(OCCUPANCY_KEY, [RECONCILED_FIELD, *channels]), None)
+        if stored is None:
             return None
+        raw, *values = stored
         if not self._fresh(raw):
             return None
         out = {}
@@ -142,10 +147,9 @@ class Occupancy:
         return out
 
     def occupied_channels(self) -> list[str]:
-        try:
-            [table] = self.state.backend.hashes([OCCUPANCY_KEY])
-        except StateUnavailable as exc:
-            self.state.note_unavailable("read occupancy", exc)
-            return []
+        backend = self.state.backend
+        nothing: list[dict[str, str]] = [{}]
+        [table] = self.state.fail_open("read occupancy", lambda: backend.hashes([OCCUPANCY_KEY]),
+                                       nothing)
         return sorted(c for c, v in table.items()
                       if c != RECONCILED_FIELD and (entry := _parse(v)) is not None and entry[1])

@@ -15,13 +15,12 @@ from datetime import UTC, datetime
 
 from pydantic import BaseModel, Field, computed_field
 
+from broadcasters import keys
 from broadcasters.factory import is_live
-from broadcasters.manager import mirror_name
 from broadcasters.state import BroadcasterState, Counts, SharedState, next_utc_midnight, sent_series
 from config import Settings
 
-LATEST_KEY = "health:latest"
-MIRROR_PREFIX = mirror_name("")
+LATEST_KEY = keys.HEALTH_LATEST
 QUOTA_WARNING_FRACTION = 0.8
 PROVIDERS_WITH_QUOTA = ("pusher", "ably")
 
@@ -136,7 +135,7 @@ def broadcaster_health(settings: Settings, state: SharedState, now: float,
         row = BroadcasterHealth(
             name=name,
             state=flag.kind if flag else BroadcasterState.ENABLED,
-            live=is_live(name.removeprefix(MIRROR_PREFIX)),
+            live=is_live(name.removeprefix(keys.MIRROR)),
             reason=flag.reason if flag else None,
             cause=flag.cause if flag else None,
             since=flag.since if flag else None,
@@ -183,7 +182,7 @@ def build_report(settings: Settings, state: SharedState, pipeline: PipelineHealt
                  active_broadcaster: str | None = None, now: float | None = None) -> HealthReport:
     now = time.time() if now is None else now
     rows = broadcaster_health(settings, state, now)
-    mirror = (broadcaster_health(settings, state, now, [mirror_name(settings.mirror)])[0]
+    mirror = (broadcaster_health(settings, state, now, [keys.mirror(settings.mirror)])[0]
               if settings.mirror else None)
     report = HealthReport(
         generated_at=now, interval_s=settings.health_interval_s,

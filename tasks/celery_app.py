@@ -48,6 +48,7 @@ from celery import Celery
 from celery.signals import worker_process_init
 from kombu import Queue
 
+from broadcasters.keys import PipelineCounter
 from broadcasters.wire import BROADCAST_QUEUE, WORKFLOWS_QUEUE
 from config import ConfigError, Settings, load_settings
 from workflows import process
@@ -150,7 +151,7 @@ def emitter_factory(settings: Settings) -> Callable[[], Emitter]:
         from tasks.broadcast import enqueue_batch
 
         def report_drops(count: int) -> None:
-            runtime.state().count_pipeline(lines_dropped=count)
+            runtime.state().count_pipeline(**{PipelineCounter.LINES_DROPPED: count})
 
         return Emitter.from_settings(settings, enqueue=enqueue_batch, on_drops=report_drops)
 

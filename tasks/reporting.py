@@ -12,6 +12,7 @@ import time
 from kombu import Connection
 from kombu.exceptions import ChannelError
 
+from broadcasters.keys import UNWATCHED, UNWATCHED_LINES, UNWATCHED_MESSAGES, PipelineCounter
 from broadcasters.occupancy import Occupancy
 from broadcasters.state import SharedState
 from broadcasters.status import (
@@ -39,30 +40,29 @@ def queue_depth(broker_url: str, queue: str = BROADCAST_QUEUE) -> int:
         return int(count)
 
 
+#: Pipeline counters whose count over the health interval is reported too (as
+#: ``{counter}_interval``): each one is a problem when it is not zero.
+INTERVAL_COUNTERS = (PipelineCounter.LINES_DROPPED, PipelineCounter.DEAD_LETTERED,
+                     PipelineCounter.APP_EVENTS_DEAD_LETTERED)
+
+
 def gather_pipeline(settings: Settings, state: SharedState) -> PipelineHealth:
+    """The pipeline's counters (every :class:`~broadcasters.keys.PipelineCounter` as
+    ``{counter}_last_hour``), occupancy, queue depth and backlog."""
     minutes = window_minutes(settings.health_interval_s)
     recent = state.pipeline_counts(minutes)
     hour = state.pipeline_counts(60)
-    pipeline = PipelineHealth(
-        lines_dropped_interval=recent.get("lines_dropped", 0),
-        lines_dropped_last_hour=hour.get("lines_dropped", 0),
-        dead_lettered_interval=recent.get("dead_lettered", 0),
-        dead_lettered_last_hour=hour.get("dead_lettered", 0),
-        broadcast_tasks_last_hour=hour.get("broadcast_tasks", 0),
-        broadcast_lines_last_hour=hour.get("broadcast_lines", 0),
-        gate_timeouts_last_hour=hour.get("gate_timeouts", 0),
-        app_events_sent_last_hour=hour.get("app_events_sent", 0),
-        app_events_failed_last_hour=hour.get("app_events_failed", 0),
-        app_events_dead_lettered_interval=recent.get("app_events_dead_lettered", 0),
-        app_events_dead_lettered_last_hour=hour.get("app_events_dead_lettered", 0),
-    )
+    counts: dict[str, int] = {f"{counter}_last_hour": hour.get(counter, 0)
+                              for counter in PipelineCounter}
+    counts.update({f"{counter}_interval": recent.get(counter, 0) for counter in INTERVAL_COUNTERS})
+    pipeline = PipelineHealth.model_validate(counts)
     occupancy = Occupancy.for_settings(settings, state)
     if occupancy is not None:
         pipeline.occupancy = "known" if occupancy.known() else "unknown"
         pipeline.watched_channels = len(occupancy.occupied_channels())
-        unwatched = state.today("unwatched")
-        pipeline.unwatched_lines_today = unwatched.get("lines", 0)
-        pipeline.unwatched_messages_today = unwatched.get("messages", 0)
+        unwatched = state.today(UNWATCHED)
+        pipeline.unwatched_lines_today = unwatched.get(UNWATCHED_LINES, 0)
+        pipeline.unwatched_messages_today = unwatched.get(UNWATCHED_MESSAGES, 0)
     if settings.broker_url and not settings.broker_url.startswith("memory://"):
         try:
             pipeline.broadcast_queue_depth = queue_depth(settings.broker_url)
