@@ -24,8 +24,9 @@ from benchmarks.harness import (
 )
 from benchmarks.options import Plan
 from benchmarks.procfs import cpu_seconds, machine_busy_seconds
+from broadcasters.wire import BROADCAST_TASK
 
-TASK_NAMES = {"relaycast": "relaycast.broadcast", "baseline": "benchmarks.baseline.publish_line"}
+TASK_NAMES = {"relaycast": BROADCAST_TASK, "baseline": "benchmarks.baseline.publish_line"}
 WARMUP_LINES = 20
 
 

@@ -1,5 +1,7 @@
 """Every name and format that crosses a process boundary, defined once.
 
+* Celery queues and task names (``relaycast.*`` on the broadcast queue, except
+  ``relaycast.run_finished``; a workflow or step ``N`` is the task ``workflows.N``).
 * Channel names: run R's lines on ``{prefix}logs-{R}``, admin events on
   ``{prefix}admin-events``, health reports on ``{prefix}admin-health``.
 * Event names: ``log`` for lines, ``provider-changed`` when traffic moves to another
@@ -32,6 +34,25 @@ from config.settings import CHANNEL_NAME_PATTERN, REQUIRED_CHANNEL_PREFIX
 #: Celery queues: short provider calls, and long user work (never starving the former).
 BROADCAST_QUEUE = "broadcast"
 WORKFLOWS_QUEUE = "workflows"
+
+#: Celery task names: relaycast's own (routed to the broadcast queue by :data:`RELAYCAST_TASKS`,
+#: but for :data:`RUN_FINISHED_TASK`, which ends a canvas run beside its workflow).
+BROADCAST_TASK = "relaycast.broadcast"
+HEALTH_TASK = "relaycast.health"
+SWEEP_TASK = "relaycast.sweep"
+OCCUPANCY_TASK = "relaycast.occupancy"
+PRUNE_TASK = "relaycast.prune"
+RUNS_LOST_TASK = "relaycast.runs_lost"
+RUN_FINISHED_TASK = "relaycast.run_finished"
+#: Route patterns: every relaycast task, every workflow and step.
+RELAYCAST_TASKS = "relaycast.*"
+WORKFLOW_TASKS = "workflows.*"
+
+
+def workflow_task_name(name: str) -> str:
+    """The Celery task of the workflow or step ``name``."""
+    return f"workflows.{name}"
+
 
 LOG_EVENT = "log"
 #: The admin event a run begins with.

@@ -50,6 +50,7 @@ from broadcasters.ordering import GateStats, Span, admin_span, in_lane_order, ru
 from broadcasters.packing import LogBatch
 from broadcasters.wire import (
     BROADCAST_QUEUE,
+    BROADCAST_TASK,
     LOG_EVENT,
     AdminMessage,
     AppMessage,
@@ -68,7 +69,7 @@ from workflows.models import LineState
 
 logger = logging.getLogger(__name__)
 
-TASK_NAME = "relaycast.broadcast"
+TASK_NAME = BROADCAST_TASK
 #: App events dead-lettered by one task that are logged one by one (the rest are counted).
 _LOG_DEAD_APP_EVENTS = 20
 

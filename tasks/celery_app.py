@@ -49,10 +49,20 @@ from celery.signals import worker_process_init
 from kombu import Queue
 
 from broadcasters.keys import PipelineCounter
-from broadcasters.wire import BROADCAST_QUEUE, WORKFLOWS_QUEUE
+from broadcasters.wire import (
+    BROADCAST_QUEUE,
+    HEALTH_TASK,
+    OCCUPANCY_TASK,
+    PRUNE_TASK,
+    RELAYCAST_TASKS,
+    RUN_FINISHED_TASK,
+    RUNS_LOST_TASK,
+    SWEEP_TASK,
+    WORKFLOW_TASKS,
+    WORKFLOWS_QUEUE,
+)
 from config import ConfigError, Settings, load_settings
 from workflows import process
-from workflows.base import RUN_FINISHED_TASK
 from workflows.emitter import Emitter
 from workflows.registry import import_workflows
 
@@ -98,8 +108,8 @@ def create_app(settings: Settings) -> Celery:
         task_queues=(Queue(BROADCAST_QUEUE), Queue(WORKFLOWS_QUEUE)),
         task_default_queue=WORKFLOWS_QUEUE,
         task_routes={RUN_FINISHED_TASK: {"queue": WORKFLOWS_QUEUE},
-                     "relaycast.*": {"queue": BROADCAST_QUEUE},
-                     "workflows.*": {"queue": WORKFLOWS_QUEUE}},
+                     RELAYCAST_TASKS: {"queue": BROADCAST_QUEUE},
+                     WORKFLOW_TASKS: {"queue": WORKFLOWS_QUEUE}},
         task_serializer="json",
         result_serializer="json",
         accept_content=["json"],
@@ -129,15 +139,15 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
     reach the workers for a while does not leave a pile of them behind. Retention runs unless
     everything is kept (``RELAYCAST_RETENTION_DAYS=0``); the lost-run check always (it does
     nothing without ``REDIS_URL``)."""
-    every = {"relaycast.health": settings.health_interval_s,
-             "relaycast.sweep": settings.sweep_interval_s,
+    every = {HEALTH_TASK: settings.health_interval_s,
+             SWEEP_TASK: settings.sweep_interval_s,
              # Runs whose worker died: min(30, bound/4) s, so one is marked lost within
              # 1.25 bounds of its last heartbeat (tasks.lost).
-             "relaycast.runs_lost": min(30.0, settings.run_lost_after_s / 4)}
+             RUNS_LOST_TASK: min(30.0, settings.run_lost_after_s / 4)}
     if settings.occupancy == "webhooks":
-        every["relaycast.occupancy"] = settings.occupancy_reconcile_s
+        every[OCCUPANCY_TASK] = settings.occupancy_reconcile_s
     if settings.retention_days:
-        every["relaycast.prune"] = settings.prune_interval_s
+        every[PRUNE_TASK] = settings.prune_interval_s
     return {name.replace(".", "-"): {"task": name, "schedule": seconds,
                                      "options": {"expires": seconds}}
             for name, seconds in every.items()}

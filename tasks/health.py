@@ -14,14 +14,14 @@ from typing import Any
 
 from broadcasters.base import Message
 from broadcasters.status import save_latest
-from broadcasters.wire import HEALTH_EVENT, Channels
+from broadcasters.wire import HEALTH_EVENT, HEALTH_TASK, Channels
 from tasks import runtime
 from tasks.celery_app import app
 from tasks.reporting import compute_report
 
 logger = logging.getLogger(__name__)
 
-TASK_NAME = "relaycast.health"
+TASK_NAME = HEALTH_TASK
 
 
 @app.task(name=TASK_NAME, ignore_result=False)

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from broadcasters.backends import StateBackend, StateUnavailable
+from broadcasters.wire import RUNS_LOST_TASK
 from tasks import runtime
 from tasks.celery_app import app
 from workflows.heartbeat import read_heartbeats
@@ -44,7 +45,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-TASK_NAME = "relaycast.runs_lost"
+TASK_NAME = RUNS_LOST_TASK
 LOST_EVENT = "lost"
 LOST_REASON = "worker lost"
 #: The longest pause between two checks.

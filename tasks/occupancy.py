@@ -11,13 +11,13 @@ import time
 from typing import Any
 
 from broadcasters.pusher import pusher_client
-from broadcasters.wire import Channels
+from broadcasters.wire import OCCUPANCY_TASK, Channels
 from tasks import runtime
 from tasks.celery_app import app
 
 logger = logging.getLogger(__name__)
 
-TASK_NAME = "relaycast.occupancy"
+TASK_NAME = OCCUPANCY_TASK
 
 
 @app.task(name=TASK_NAME)

@@ -11,13 +11,14 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from broadcasters.wire import PRUNE_TASK
 from tasks import runtime
 from tasks.celery_app import app
 from workflows import retention
 
 logger = logging.getLogger(__name__)
 
-TASK_NAME = "relaycast.prune"
+TASK_NAME = PRUNE_TASK
 #: The longest one run of the task holds a worker process.
 TIME_BUDGET_S = 600.0
 

@@ -16,14 +16,14 @@ import logging
 import time
 from typing import Any
 
-from broadcasters.wire import Channels, LineEvent, RunLines, contiguous, new_batch
+from broadcasters.wire import SWEEP_TASK, Channels, LineEvent, RunLines, contiguous, new_batch
 from tasks import runtime
 from tasks.broadcast import enqueue_batch
 from tasks.celery_app import app
 
 logger = logging.getLogger(__name__)
 
-TASK_NAME = "relaycast.sweep"
+TASK_NAME = SWEEP_TASK
 MAX_LINES_PER_SWEEP = 5000
 RESWEEP_AFTER_S = 600.0
 

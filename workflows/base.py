@@ -56,7 +56,7 @@ from typing import Any
 from celery import Task, shared_task
 from celery.canvas import Signature, _chain, _chord, group
 
-from broadcasters.wire import LAST_SEQ_KEY
+from broadcasters.wire import LAST_SEQ_KEY, RUN_FINISHED_TASK, workflow_task_name
 from workflows import admin_events, capture, heartbeat
 from workflows.log_stream import LogStream
 from workflows.models import RunStatus
@@ -68,7 +68,6 @@ logger = logging.getLogger(__name__)
 END_OF_TASK_FLUSH_S = 10.0
 #: Keyword arguments relaycast itself passes to workflow tasks.
 RESERVED_PARAMS = frozenset({"run_id"})
-RUN_FINISHED_TASK = "relaycast.run_finished"
 
 
 class InvalidParams(ValueError):
@@ -244,7 +243,7 @@ def _register(name: str, fn: Callable[..., Any], begins_run: bool, options: dict
               ) -> Any:
     # Only steps keep their result: a chord's callback needs its members'.
     options = {"ignore_result": begins_run, **options}
-    return shared_task(name=f"workflows.{name}", base=WorkflowTask, workflow_name=name,
+    return shared_task(name=workflow_task_name(name), base=WorkflowTask, workflow_name=name,
                        begins_run=begins_run, typing=False, **options)(fn)
 
 
@@ -265,7 +264,7 @@ def step(name: str, **options: Any) -> Callable[[Callable[..., Any]], Any]:
 
     def register(fn: Callable[..., Any]) -> Any:
         task = _register(name, fn, False, options)
-        STEPS.add(f"workflows.{name}")
+        STEPS.add(workflow_task_name(name))
         return task
 
     return register
