@@ -49,8 +49,9 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple, TypeVar
 
-from broadcasters.backends import StateUnavailable
-from broadcasters.state import SharedState, bucket_of
+from broadcasters import keys
+from broadcasters.histogram import bucket_of
+from broadcasters.state import SharedState
 from broadcasters.wire import LAST_SEQ_KEY, AdminMessage, RunLines, is_run_start
 
 T = TypeVar("T")
@@ -151,14 +152,15 @@ class RunGate:
         self._clock = clock
         self._sleep = sleep
 
-    def _positions(self, keys: Sequence[str]) -> dict[str, int] | None:
+    def _positions(self, lanes: Sequence[str]) -> dict[str, int] | None:
         """Each lane's gate (-1: none yet); None when the shared state is unreachable."""
-        try:
-            raw = self.state.backend.get_many([f"gate:{k}" for k in keys])
-        except StateUnavailable as exc:
-            self.state.note_unavailable("read ordering gates", exc)
+        backend = self.state.backend
+        raw: list[str | None] | None = self.state.fail_open(
+            "read ordering gates", lambda: backend.get_many([keys.gate(lane) for lane in lanes]),
+            None)
+        if raw is None:
             return None
-        return {k: int(v) if v is not None else -1 for k, v in zip(keys, raw, strict=True)}
+        return {lane: int(v) if v is not None else -1 for lane, v in zip(lanes, raw, strict=True)}
 
     def passed(self, lanes: Sequence[T], span: Callable[[T], Span | None] = run_span) -> None:  # type: ignore[assignment]
         """These lanes have had their turn: let the ones after them go (one round trip)."""
@@ -166,12 +168,11 @@ class RunGate:
         for lane in lanes:
             covers = span(lane)
             if covers is not None:
-                key = f"gate:{covers.key}"
+                key = keys.gate(covers.key)
                 last[key] = max(last.get(key, -1), covers.to)
-        try:
-            self.state.backend.set_max_many(last, GATE_TTL_S)
-        except StateUnavailable as exc:
-            self.state.note_unavailable("move an ordering gate", exc)
+        backend = self.state.backend
+        self.state.fail_open("move an ordering gate",
+                             lambda: backend.set_max_many(last, GATE_TTL_S), None)
 
     def turns(self, lanes: Sequence[T], stats: GateStats | None = None,
               span: Callable[[T], Span | None] = run_span) -> Iterator[list[T]]:  # type: ignore[assignment]

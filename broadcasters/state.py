@@ -229,12 +229,13 @@ class SharedState:
         """Sum of the last ``minutes`` minute buckets (this one included)."""
         return Counts.of(self.stats_tables(name, minutes))
 
-    def count_pipeline(self, **fields: int) -> None:
-        """Add pipeline-wide counters (dead-lettered batches, dropped lines) to this minute;
-        their names: :class:`~broadcasters.keys.PipelineCounter` and the gate's
-        (``count_pipeline(**{PipelineCounter.DEAD_LETTERED: 1})``)."""
+    def count_pipeline(self, counts: Mapping[str, int] | None = None, /, **fields: int) -> None:
+        """Add pipeline-wide counters (dead-lettered batches, dropped lines) to this minute,
+        named by :class:`~broadcasters.keys.PipelineCounter` and the gate's counters
+        (``count_pipeline({PipelineCounter.DEAD_LETTERED: 1})``)."""
         key = keys.per_minute(keys.PIPELINE, int(self.clock() // 60))
-        values: dict[str, float] = {str(k): v for k, v in fields.items() if v}
+        values: dict[str, float] = {str(k): v for k, v in {**(counts or {}), **fields}.items()
+                                    if v}
         if values:
             self.fail_open("record pipeline counters",
                            lambda: self.backend.add({key: values}, {key: COUNTER_TTL_S}), None)
@@ -250,11 +251,13 @@ class SharedState:
         today = self.today(keys.usage(name))
         return {str(field): today.get(field, 0) for field in keys.UsageField}
 
-    def count_today(self, name: str, **fields: int) -> None:
+    def count_today(self, name: str, counts: Mapping[str, int] | None = None, /, **fields: int
+                    ) -> None:
         """Add to today's (UTC) counters ``name`` (:data:`~broadcasters.keys.UNWATCHED`); they
         expire after two days."""
         key = keys.per_day(name, utc_day(self.clock()))
-        values: dict[str, float] = {k: v for k, v in fields.items() if v}
+        values: dict[str, float] = {str(k): v for k, v in {**(counts or {}), **fields}.items()
+                                    if v}
         if values:
             self.fail_open(f"record {name}",
                            lambda: self.backend.add({key: values}, {key: USAGE_TTL_S}), None)

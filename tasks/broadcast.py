@@ -22,8 +22,9 @@ batch says it has one (``after_start``). Other admin events go with the batch's 
 Application events (``relaycast.broadcast``: ``batch["app"]``) take the same path: each
 stream's events pass the same gate as a lane of their own (:func:`app_lanes`), go out with
 the lines of the turn, are retried the same way, and are counted in the pipeline counters
-(``app_events_sent`` / ``_failed`` / ``_dead_lettered``). They are in no database, so one
-that fails for good is logged at ERROR (channel, event, id) as well as counted.
+(:class:`~broadcasters.keys.PipelineCounter`: ``app_events_sent`` / ``_failed`` /
+``_dead_lettered``). They are in no database, so one that fails for good is logged at ERROR
+(channel, event, id) as well as counted.
 
 What no live broadcaster delivered is retried with exponential backoff and jitter — only
 while a retry can help: after a transient failure or a short pause (a rate limit), not
@@ -43,6 +44,7 @@ from typing import Any
 
 from celery import Task
 
+from broadcasters import keys
 from broadcasters.backoff import compute_backoff
 from broadcasters.base import Message
 from broadcasters.manager import Item, SendReport, merge_reports
@@ -137,7 +139,7 @@ def lane_span(lane: Lane, after_start: frozenset[str] = frozenset()) -> Span | N
     """``lane``'s place at the gate; ``after_start``: the runs whose line 1 waits for their
     ``started`` (the batch's ``after_start``)."""
     if isinstance(lane, AppLane):
-        return seq_span(f"app/{lane.stream}", lane.events[0]["seq"], lane.events[-1]["seq"])
+        return seq_span(keys.app_lane(lane.stream), lane.events[0]["seq"], lane.events[-1]["seq"])
     if isinstance(lane, RunEvent):
         return lane.place
     return run_span(lane, lane["run_id"] in after_start)
@@ -222,7 +224,8 @@ def _skip(runs: list[RunLines]) -> None:
                               for run in runs], LineState.SKIPPED)
     except Exception:
         logger.exception("could not record skipped lines in SQL")
-    runtime.state().count_today("unwatched", lines=lines, messages=messages)
+    runtime.state().count_today(keys.UNWATCHED, {keys.UNWATCHED_LINES: lines,
+                                                 keys.UNWATCHED_MESSAGES: messages})
 
 
 def _publish(batch: Batch, *, ordered: bool, live_only: bool, stats: GateStats) -> SendReport:
@@ -284,17 +287,19 @@ def _count_app(report: SendReport, dead: Sequence[Message] = ()) -> None:
     if len(given_up) > _LOG_DEAD_APP_EVENTS:
         logger.error("%d more app event(s) dead-lettered with them",
                      len(given_up) - _LOG_DEAD_APP_EVENTS)
-    runtime.state().count_pipeline(app_events_sent=sent,
-                                   app_events_failed=len(final) + len(pending),
-                                   app_events_dead_lettered=len(given_up))
+    runtime.state().count_pipeline({
+        keys.PipelineCounter.APP_EVENTS_SENT: sent,
+        keys.PipelineCounter.APP_EVENTS_FAILED: len(final) + len(pending),
+        keys.PipelineCounter.APP_EVENTS_DEAD_LETTERED: len(given_up)})
 
 
 def _count_gate(stats: GateStats, ordered: bool) -> None:
     if not ordered:
         return
-    runtime.state().count_pipeline(**{
-        "gate_batches": 1, "gate_timeouts": stats.timeouts,
-        "gate_wait_ms": round(stats.waited_s * 1000), f"gate_wait_le_{stats.wait_bucket}": 1})
+    runtime.state().count_pipeline({
+        keys.GateCounter.BATCHES: 1, keys.PipelineCounter.GATE_TIMEOUTS: stats.timeouts,
+        keys.GateCounter.WAIT_MS: round(stats.waited_s * 1000),
+        keys.gate_wait_le(stats.wait_bucket): 1})
 
 
 class BroadcastTask(Task):  # type: ignore[misc]
@@ -314,7 +319,8 @@ def broadcast(self: BroadcastTask, batch: Batch) -> dict[str, Any]:
     started = time.perf_counter()
     report = _publish(batch, ordered=ordered, live_only=live_only, stats=stats)
     state = runtime.state()
-    state.count_pipeline(broadcast_tasks=1, broadcast_lines=batch_lines(batch))
+    state.count_pipeline({keys.PipelineCounter.BROADCAST_TASKS: 1,
+                            keys.PipelineCounter.BROADCAST_LINES: batch_lines(batch)})
     _count_gate(stats, ordered)
     delivered_ids = {m.id for m, _ in report.delivered}
     pending_ids = {m.id for m in report.pending}
@@ -356,7 +362,7 @@ def broadcast(self: BroadcastTask, batch: Batch) -> dict[str, Any]:
                    failed=dead)
     _count_app(report, dead)
     if dead:
-        state.count_pipeline(dead_lettered=1)
+        state.count_pipeline({keys.PipelineCounter.DEAD_LETTERED: 1})
         logger.error("broadcast dead-lettered %s: %d message(s) not delivered (%s); the lines "
                      "are in SQL, marked failed (relaycast replay sends them again)", why,
                      len(dead), reasons)

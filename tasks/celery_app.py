@@ -161,7 +161,7 @@ def emitter_factory(settings: Settings) -> Callable[[], Emitter]:
         from tasks.broadcast import enqueue_batch
 
         def report_drops(count: int) -> None:
-            runtime.state().count_pipeline(**{PipelineCounter.LINES_DROPPED: count})
+            runtime.state().count_pipeline({PipelineCounter.LINES_DROPPED: count})
 
         return Emitter.from_settings(settings, enqueue=enqueue_batch, on_drops=report_drops)
 

@@ -13,8 +13,8 @@ from tasks.reporting import INTERVAL_COUNTERS, gather_pipeline
 def test_every_pipeline_counter_written_is_read_back_by_the_report(sqlite_url: str) -> None:
     state = SharedState(MemoryBackend())
     # A different count for each, so that a report reading one counter for another shows.
-    written = {counter: 10 + i for i, counter in enumerate(PipelineCounter)}
-    state.count_pipeline(**written)
+    written: dict[str, int] = {counter: 10 + i for i, counter in enumerate(PipelineCounter)}
+    state.count_pipeline(written)
     settings = load_settings(DATABASE_URL=sqlite_url, RELAYCAST_HEALTH_INTERVAL_S=60)
 
     pipeline = gather_pipeline(settings, state).model_dump()
@@ -26,7 +26,7 @@ def test_every_pipeline_counter_written_is_read_back_by_the_report(sqlite_url: s
 
 def test_the_unwatched_daily_counters_are_read_back_by_the_report(sqlite_url: str) -> None:
     state = SharedState(MemoryBackend())
-    state.count_today(UNWATCHED, **{UNWATCHED_LINES: 7, UNWATCHED_MESSAGES: 3})
+    state.count_today(UNWATCHED, {UNWATCHED_LINES: 7, UNWATCHED_MESSAGES: 3})
     # Occupancy as gating with webhooks (which needs Pusher and Redis to be configured).
     settings = load_settings(DATABASE_URL=sqlite_url).model_copy(update={"occupancy": "webhooks"})
 

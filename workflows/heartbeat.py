@@ -33,12 +33,11 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 
+from broadcasters import keys
 from broadcasters.backends import StateBackend
 
 logger = logging.getLogger(__name__)
 
-#: Under the state prefix, followed by the run id; the value is epoch seconds.
-KEY_PREFIX = "runs:alive:"
 #: The longest and shortest pause between two heartbeats of a process.
 MAX_BEAT_INTERVAL_S = 5.0
 MIN_BEAT_INTERVAL_S = 0.25
@@ -46,7 +45,7 @@ _ERROR_LOG_EVERY_S = 30.0
 
 
 def heartbeat_key(run_id: str) -> str:
-    return KEY_PREFIX + run_id
+    return keys.run_alive(run_id)
 
 
 def beat_interval_s(lost_after_s: float) -> float:
