@@ -30,7 +30,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from broadcasters import keys
@@ -262,8 +262,8 @@ class BroadcasterManager:
         if carrier == self._active:
             return
         self._active = carrier
-        # Before anything was recorded, traffic was expected on the first broadcaster.
-        previous = self.state.swap_active(carrier) or self.broadcasters[0].name
+        # The carrier as reported before this one (before any report: where it was expected).
+        previous = traffic_carrier(self.names, {}, self.state.swap_active(carrier), self.is_live)
         if previous == carrier or self.control_channel is None:
             return
         reason = report.skipped.get(previous) or self._flags.get(previous)
@@ -292,6 +292,25 @@ class BroadcasterManager:
             broadcaster.close()
         if self.mirror is not None:
             self.mirror.close()
+
+
+def traffic_carrier(order: Sequence[str], flags: Mapping[str, Flag], reported: str | None,
+                    is_live: Callable[[str], bool]) -> str:
+    """The broadcaster carrying traffic, the one answer for the manager (which announces a
+    change from it) and the API (which tells browsers which transport to use).
+
+    It is the one the workers last reported (``reported``: the state's ``active``; before any
+    report, the first listed), unless that one is now flagged off: then the one the workers
+    move to on their next send, by the manager's rule (:meth:`BroadcasterManager.send` tries
+    ``order`` skipping flagged broadcasters, and a live delivery carries traffic before a copy
+    only ``log`` took): the first listed not flagged that reaches browsers, else the first not
+    flagged. With every one flagged off, still the one reported."""
+    current = reported or order[0]
+    if current not in flags:
+        return current
+    unflagged = [name for name in order if name not in flags]
+    return next((name for name in unflagged if is_live(name)),
+                unflagged[0] if unflagged else current)
 
 
 def mirror_name(name: str) -> str:

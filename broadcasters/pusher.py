@@ -83,7 +83,7 @@ def pusher_client(settings: Settings) -> pusher.Pusher:
         if settings.pusher_port:
             options["port"] = settings.pusher_port
     else:
-        options["cluster"] = settings.pusher_cluster or "mt1"
+        options["cluster"] = settings.pusher_cluster_or_default
     return pusher.Pusher(**options)
 
 

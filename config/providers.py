@@ -19,6 +19,8 @@ PROVIDERS = ("pusher", "ably", "socketio")
 PROVIDER_NEEDS = {"pusher": "PUSHER_APP_ID, PUSHER_KEY, PUSHER_SECRET", "ably": "ABLY_API_KEY",
                   "socketio": "SOCKETIO_MESSAGE_QUEUE"}
 _APP_ID = re.compile(r"^\d+$")
+#: The cluster Pusher's own libraries use when none is given.
+PUSHER_DEFAULT_CLUSTER = "mt1"
 
 
 class PusherSettings(BaseModel):
@@ -32,6 +34,11 @@ class PusherSettings(BaseModel):
     pusher_port: int | None = Field(None, ge=1, le=65535, validation_alias=contract_name("PUSHER_PORT"))
     pusher_ssl: bool = Field(True, validation_alias=contract_name("PUSHER_SSL"))
     pusher_max_event_bytes: int = Field(10_000, ge=256, le=10_240)
+
+    @property
+    def pusher_cluster_or_default(self) -> str:
+        """``PUSHER_CLUSTER``, else Pusher's default cluster (``mt1``)."""
+        return self.pusher_cluster or PUSHER_DEFAULT_CLUSTER
 
     @field_validator("pusher_app_id")
     @classmethod

@@ -23,7 +23,7 @@ from broadcasters.errors import (
     RateLimited,
     TransientError,
 )
-from broadcasters.manager import BroadcasterManager
+from broadcasters.manager import BroadcasterManager, traffic_carrier
 from broadcasters.packing import LogBatch
 from broadcasters.state import SharedState
 
@@ -276,3 +276,18 @@ def test_a_lone_surrogate_never_stops_a_message(shared_state: SharedState) -> No
     assert report.pending == [] and report.failed == []
     assert _seqs(stub.sent) == [1, 2, 3]
     assert "report-\ufffd.csv 1" in stub.sent[0].payload
+
+
+def test_the_carrier_named_for_browsers_is_where_the_managers_next_send_goes(
+        shared_state: SharedState) -> None:
+    pusher, ably, log = StubBroadcaster("pusher"), StubBroadcaster("ably"), StubBroadcaster(
+        "log", live=False)
+    manager = _manager(shared_state, pusher, ably, log)
+    names = manager.names
+    assert traffic_carrier(names, {}, shared_state.active(), manager.is_live) == "pusher"
+    for off, then in (("pusher", "ably"), ("ably", "log")):
+        shared_state.disable(off, "switched off by the test", until=None)
+        named = traffic_carrier(names, shared_state.flags(names), shared_state.active(),
+                                manager.is_live)
+        manager.send([_batch(3, f"run-{off}")])
+        assert (named, shared_state.active()) == (then, then)

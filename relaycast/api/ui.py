@@ -34,6 +34,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import FileResponse, RedirectResponse, Response, StreamingResponse
 
 from broadcasters.factory import is_live
+from broadcasters.manager import traffic_carrier
 from broadcasters.state import SharedState
 from broadcasters.status import HealthReport
 from broadcasters.wire import Channels
@@ -62,22 +63,18 @@ BROWSER_TRANSPORTS = ("pusher", "socketio")
 def browser_config(settings: Settings, state: SharedState) -> dict[str, Any]:
     """What ``GET /ui/config`` answers: the transport a browser should use, and how.
 
-    ``active_broadcaster`` is the broadcaster carrying traffic: the one the workers last
-    reported (before any, the first listed, as the manager assumes) or, when that one is now
-    disabled or paused, the one the workers move to on their next send (the first listed
-    that is not, a live one before ``log``). The transport is that broadcaster when a
-    browser can subscribe to it (``pusher``, ``socketio``); otherwise ``polling``: traffic
-    goes where a browser cannot subscribe (``log``, or ``ably`` for now), so the client
-    polls the history endpoint.
+    ``active_broadcaster`` is the broadcaster carrying traffic, as the manager sees it
+    (:func:`~broadcasters.manager.traffic_carrier`): the one the workers last reported or,
+    when that one is now disabled or paused, the one they move to on their next send. The
+    transport is that broadcaster when a browser can subscribe to it (``pusher``,
+    ``socketio``); otherwise ``polling``: traffic goes where a browser cannot subscribe
+    (``log``, or ``ably`` for now), so the client polls the history endpoint.
     """
     order = settings.broadcaster_order  # never empty; every one configured (Settings checks)
     flags = state.flags(order)
-    before = state.active() or order[0]
-    active = before
-    if before in flags:
-        unflagged = [name for name in order if name not in flags]
-        active = next((name for name in unflagged if is_live(name)),
-                      unflagged[0] if unflagged else before)
+    reported = state.active()
+    before = traffic_carrier(order, {}, reported, is_live)  # flags aside: as last reported
+    active = traffic_carrier(order, flags, reported, is_live)
     browser_ready = [name for name in order if name in BROWSER_TRANSPORTS]
     chosen = active if active in browser_ready and active not in flags else None
     if chosen is not None:
@@ -105,7 +102,7 @@ def browser_config(settings: Settings, state: SharedState) -> dict[str, Any]:
     }
     if "pusher" in browser_ready:
         host, port, tls = settings.browser_ws
-        config["pusher"] = {"key": settings.pusher_key, "cluster": settings.pusher_cluster or "mt1",
+        config["pusher"] = {"key": settings.pusher_key, "cluster": settings.pusher_cluster_or_default,
                             "wsHost": host, "wsPort": port, "forceTLS": tls}
     if "socketio" in browser_ready:
         # No URL: the page's own host on this port (relaycast socketio beside relaycast api).
