@@ -31,6 +31,9 @@ Choices, and why:
   (publish one broadcast task): the ``workflows`` package never imports Celery's app. A
   process that did not import it finds :func:`emitter_factory` by name (the entry point
   ``relaycast.emitter`` / ``celery``) on its first flush, when a broker is configured.
+* **Prefork children start clean** without a ``worker_process_init`` handler: billiard forks
+  with ``os.fork()``, so the after-fork registry (:mod:`workflows.forks`) has each child
+  forget its parent's manager, state client, gate, stores and emitter before its first task.
 * **The user's workflows.** The modules in ``RELAYCAST_WORKFLOWS`` are imported once the app
   exists (the current directory first, as for ``-A``), in the worker, beat and any process
   that builds the app; a module that fails stops start-up with one line naming it. The
@@ -45,7 +48,6 @@ from collections.abc import Callable
 from typing import Any, NoReturn
 
 from celery import Celery
-from celery.signals import worker_process_init
 from kombu import Queue
 
 from broadcasters.keys import PipelineCounter
@@ -188,10 +190,3 @@ try:
 except ConfigError as exc:
     _stop(exc)
 
-
-@worker_process_init.connect
-def _fresh_clients_after_fork(**_: object) -> None:
-    """Each prefork child builds its own manager, store and emitter on first use."""
-    from tasks import runtime
-
-    runtime.reset()

@@ -2,13 +2,12 @@
 the ordering gate, the SQL store.
 
 Built lazily on first use, so each prefork child creates its own clients after the fork
-(sockets and ``requests`` sessions must not be shared across processes); rebuilt when a
-new process is detected.
+(sockets and ``requests`` sessions must not be shared across processes): a forked child
+forgets its parent's (:mod:`workflows.forks`) and builds its own on first use.
 """
 
 from __future__ import annotations
 
-import os
 import threading
 
 from broadcasters.factory import build_manager
@@ -17,25 +16,26 @@ from broadcasters.occupancy import Occupancy
 from broadcasters.ordering import RunGate
 from broadcasters.state import SharedState
 from config import Settings, load_settings
+from workflows.forks import on_fork
 from workflows.store import LogStore, store_for
 
 _lock = threading.Lock()
-_pid: int | None = None
 _settings: Settings | None = None
 _manager: BroadcasterManager | None = None
 _gate: RunGate | None = None
 
 
-def _check_pid() -> None:
-    global _pid, _settings, _manager, _gate
-    if _pid != os.getpid():
-        _pid, _settings, _manager, _gate = os.getpid(), None, None, None
+@on_fork
+def _forget_after_fork() -> None:
+    """A forked child builds its own (never closing the parent's clients: they are its)."""
+    global _lock, _settings, _manager, _gate
+    _lock = threading.Lock()
+    _settings, _manager, _gate = None, None, None
 
 
 def settings() -> Settings:
     global _settings
     with _lock:
-        _check_pid()
         if _settings is None:
             _settings = load_settings()
         return _settings
@@ -78,10 +78,10 @@ def store() -> LogStore:
 
 
 def reset() -> None:
-    """Forget everything (a new worker process, or a test that changes the environment)."""
-    global _pid, _settings, _manager, _gate
+    """Close and forget everything (a test that changes the environment)."""
+    global _settings, _manager, _gate
     with _lock:
-        if _manager is not None and _pid == os.getpid():
+        if _manager is not None:
             _manager.close()
             _manager.state.close()
-        _pid, _settings, _manager, _gate = None, None, None, None
+        _settings, _manager, _gate = None, None, None

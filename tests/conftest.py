@@ -217,10 +217,10 @@ def postgres_url() -> Iterator[str]:
     yield make_url(POSTGRES_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
     from workflows.store import log_store as store_module
 
-    for key, store in list(store_module._stores.items()):
-        if key[1].endswith(f"/{name}"):
+    for url, store in list(store_module._stores.items()):
+        if url.endswith(f"/{name}"):
             store.engine.dispose()
-            del store_module._stores[key]
+            del store_module._stores[url]
     with admin.connect() as connection:
         connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     admin.dispose()

@@ -35,6 +35,7 @@ from collections.abc import Callable, Iterable
 
 from broadcasters import keys
 from broadcasters.backends import StateBackend
+from workflows.forks import on_fork
 
 logger = logging.getLogger(__name__)
 
@@ -197,7 +198,7 @@ def read_heartbeats(backend: StateBackend, run_ids: list[str]) -> dict[str, floa
 
 #: This process's writer; a forked child starts with a fresh one (new lock, no thread).
 _process_heartbeat = Heartbeat()
-os.register_at_fork(after_in_child=_process_heartbeat._reset)
+on_fork(_process_heartbeat._reset)
 
 
 def enter(run_id: str) -> None:

@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import atexit
 import logging
-import os
 import threading
 import weakref
 from collections.abc import Callable
 
 from config import Settings
 from workflows.emitter import Emitter
+from workflows.forks import on_fork
 
 logger = logging.getLogger(__name__)
 
@@ -30,14 +30,12 @@ _emitter_lock = threading.Lock()
 _factory: Callable[[], Emitter] | None = None
 
 
+@on_fork
 def _after_fork_in_child() -> None:
     global _emitter_lock
     _emitter_lock = threading.Lock()
     for emitter in list(_all_emitters):
         emitter.after_fork_in_child()
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def configure(factory: Callable[[], Emitter] | None) -> None:

@@ -3,12 +3,12 @@ the viewer's queries) on one engine, and one per process and URL (:func:`store_f
 
 from __future__ import annotations
 
-import os
 import threading
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import sessionmaker
 
+from workflows.forks import on_fork
 from workflows.store.engine import current_revision, head_revision, make_engine, upgrade
 from workflows.store.health import Health
 from workflows.store.ledger import Ledger
@@ -37,15 +37,25 @@ class LogStore(Lines, Ledger, Runs, Health, Viewer):
         self.engine.dispose()
 
 
-_stores: dict[tuple[int, str], LogStore] = {}
+_stores: dict[str, LogStore] = {}
 _stores_lock = threading.Lock()
+#: A forked child's inherited stores: kept, never used or closed (their pooled connections
+#: are the parent's; closing them here would close them under the parent).
+_inherited: list[LogStore] = []
+
+
+@on_fork
+def _forget_after_fork() -> None:
+    global _stores_lock
+    _stores_lock = threading.Lock()
+    _inherited.extend(_stores.values())
+    _stores.clear()
 
 
 def store_for(url: str) -> LogStore:
     """This process's store for ``url`` (a new engine after a fork)."""
-    key = (os.getpid(), url)
     with _stores_lock:
-        store = _stores.get(key)
+        store = _stores.get(url)
         if store is None:
-            store = _stores[key] = LogStore.from_url(url)
+            store = _stores[url] = LogStore.from_url(url)
         return store
