@@ -46,10 +46,11 @@ echo "chromium:     $(/usr/bin/chromium --version 2>/dev/null)"
 .venv/bin/ruff check .
 .venv/bin/mypy
 
-# Two pytest processes (most tests wait on servers and workers, not on the CPU); a file's
-# tests stay in one process, so its module fixtures (e.g. the browser) start once.
-# RELAYCAST_TEST_PROCESSES=0 runs everything in this process.
-processes=${RELAYCAST_TEST_PROCESSES:-2}
+# Four pytest processes on two cores: most tests wait on servers and workers they start, not
+# on the CPU, and no test bounds wall-clock time, so a busy machine makes the suite slower, not
+# red. A file's tests stay in one process, so its module fixtures (e.g. the browser) start
+# once. RELAYCAST_TEST_PROCESSES=0 runs everything in this process.
+processes=${RELAYCAST_TEST_PROCESSES:-4}
 parallel=()
 if [ "$processes" != "0" ]; then
     parallel=(-n "$processes" --dist loadfile)
