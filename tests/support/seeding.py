@@ -27,3 +27,9 @@ def seed_lines(store: LogStore, rows: Iterable[Mapping[str, Any]]) -> None:
     numbered = {run_id: [event["seq"] for event in events] for run_id, events in stored}
     asked = {run_id: [int(row["seq"]) for row in lines] for run_id, lines in wanted.items()}
     assert numbered == asked, "seed_lines: each run's seqs must be its next ones"
+
+
+def replay_row(run_id: str, seq: int, ts: int) -> dict[str, Any]:
+    """A plain info line of ``run_id`` (what the replay tests seed)."""
+    return {"run_id": run_id, "seq": seq, "ts": ts, "level": "info",
+            "message": f"{run_id} line {seq}", "data": {"seq": seq}}
