@@ -3,12 +3,10 @@ starts with fresh objects, and the parent keeps its own."""
 
 from __future__ import annotations
 
-import json
-import os
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Iterator
 
 import pytest
+from support.forking import in_forked_child
 
 from tasks import runtime
 from workflows import forks
@@ -16,28 +14,6 @@ from workflows.store import store_for
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore:.*use of fork\\(\\) may lead to deadlocks:DeprecationWarning")
-
-
-def _in_child(report: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-    """Fork; ``report()`` in the child, returned to the parent through a pipe."""
-    read_fd, write_fd = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: never return into pytest
-        code = 1
-        try:
-            os.close(read_fd)
-            with os.fdopen(write_fd, "w") as pipe:
-                json.dump(report(), pipe)
-            code = 0
-        finally:
-            os._exit(code)
-    os.close(write_fd)
-    with os.fdopen(read_fd) as pipe:
-        raw = pipe.read()
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0, raw
-    result: dict[str, Any] = json.loads(raw)
-    return result
 
 
 @pytest.fixture
@@ -55,7 +31,7 @@ def worker_env(sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str
 def test_a_forked_child_builds_its_own_runtime_objects_and_store(worker_env: str) -> None:
     manager, gate, store = runtime.manager(), runtime.gate(), store_for(worker_env)
 
-    child = _in_child(lambda: {
+    child = in_forked_child(lambda: {
         "manager": runtime.manager() is manager,
         "state": runtime.state() is manager.state,
         "gate": runtime.gate() is gate,
@@ -78,7 +54,7 @@ def test_every_callback_registered_runs_in_the_child_in_order_even_after_one_fai
     for callback in callbacks:
         forks.on_fork(callback)
     try:
-        child = _in_child(lambda: {"ran": ran})
+        child = in_forked_child(lambda: {"ran": ran})
     finally:
         for callback in callbacks:
             forks._callbacks.remove(callback)

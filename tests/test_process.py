@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from support.emitting import HELD, STOP_TIMEOUT_S, Recorder, messages
+from support.forking import in_forked_child
 
 from workflows import process
 from workflows.emitter import Emitter
@@ -28,29 +27,14 @@ def test_a_forked_child_does_not_inherit_the_parents_unflushed_lines(sqlite_url:
             emitter.emit("parent-run", "info", f"parent {i}", {})
         assert emitter.stats.emitted == 3
 
-        read_fd, write_fd = os.pipe()
-        pid = os.fork()
-        if pid == 0:  # the child: report through the pipe, never return into pytest
-            code = 1
-            try:
-                os.close(read_fd)
-                report: dict[str, Any] = {
-                    "buffered_after_fork": emitter.buffer.waiting()}
-                emitter.emit("child-run", "info", "from the child", {})
-                report["flushed"] = emitter.flush(5)
-                report["batches"] = recorder.batches
-                with os.fdopen(write_fd, "w") as pipe:
-                    json.dump(report, pipe)
-                code = 0
-            finally:
-                os._exit(code)
+        def in_the_child() -> dict[str, Any]:
+            report: dict[str, Any] = {"buffered_after_fork": emitter.buffer.waiting()}
+            emitter.emit("child-run", "info", "from the child", {})
+            report["flushed"] = emitter.flush(5)
+            report["batches"] = recorder.batches
+            return report
 
-        os.close(write_fd)
-        with os.fdopen(read_fd) as pipe:
-            raw = pipe.read()
-        _, status = os.waitpid(pid, 0)
-        assert os.waitstatus_to_exitcode(status) == 0, raw
-        child = json.loads(raw)
+        child = in_forked_child(in_the_child)
         assert child["buffered_after_fork"] == 0
         assert child["flushed"] is True
         child_runs = [run for batch in child["batches"] for run in batch["runs"]]
