@@ -84,12 +84,13 @@ def test_acme_nightly_under_a_real_worker_every_record_once_in_order_and_in_the_
     api.start()
     with chromium() as browser:
         context = browser.new_context(viewport={"width": 1360, "height": 760})
+        context.set_default_timeout(120_000)  # a hang guard on a busy machine, not a bound
         page = context.new_page()
         page.goto(f"{api.url}/ui/?token={TOKEN}")
         page.wait_for_selector("#workflow-filter option[value='nightly']", state="attached",
-                               timeout=30_000)
+                               timeout=120_000)
         page.select_option("#workflow-filter", "nightly")
-        page.wait_for_selector(f"#runs-body tr[data-run-id='{run_id}']", timeout=30_000)
+        page.wait_for_selector(f"#runs-body tr[data-run-id='{run_id}']", timeout=120_000)
         page.goto(f"{api.url}/ui/runs/{run_id}")
         page.wait_for_selector(f"#log[data-line-count='{len(EXPECTED)}']", timeout=60_000)
         shown = page.text_content("#log") or ""

@@ -216,11 +216,11 @@ def test_a_run_whose_worker_is_sigkilled_ends_lost_once_everywhere(
 
     view = viewer(stack.api)
     view.open_run(view.first, run_id)
-    view.first.wait_for_selector("#run-status[data-status='lost']", timeout=30_000)
+    view.first.wait_for_selector("#run-status[data-status='lost']", timeout=120_000)
     assert view.first.inner_text("#run-status") == "lost"
     view.first.goto(f"{stack.api.url}/ui/")
     view.first.select_option("#status-filter", "lost")
-    view.first.wait_for_selector(f"tr[data-status='lost']:has-text('{run_id}')", timeout=30_000)
+    view.first.wait_for_selector(f"tr[data-status='lost']:has-text('{run_id}')", timeout=120_000)
     view.check_clean()
 
 

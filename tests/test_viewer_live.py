@@ -233,7 +233,7 @@ def test_pusher_disabled_while_nothing_is_sent_reaches_the_page_once_as_pusher_t
     result = relaycast_cli("disable", "pusher", "--reason", "test: idle", env=stack.env)
     assert result.returncode == 0, result.stderr
     wait_for_state(page, "polling", "polling", timeout_s=15)
-    page.wait_for_function("relaycastView.adminEvents().length > 0", timeout=10_000)
+    page.wait_for_function("relaycastView.adminEvents().length > 0", timeout=120_000)
     changes = provider_changes(page)
     assert [(e["from"], e["to"], e["source"]) for e in changes] == [("pusher", "log", "config")]
     assert changes[0]["reason"] == "pusher disabled: test: idle"

@@ -59,9 +59,9 @@ def test_the_runs_list_shows_a_run_while_it_runs_and_its_end_live(
                            timeout=60_000)
     page.wait_for_function(
         f"() => document.querySelector(\"tr[data-run-id='{run_id}'] .lines\").textContent === '500'",
-        timeout=10_000)
+        timeout=120_000)
     page.reload()
-    page.wait_for_selector(".bc[data-name='pusher'][data-active='true']", timeout=10_000)
+    page.wait_for_selector(".bc[data-name='pusher'][data-active='true']", timeout=120_000)
     assert page.text_content("#active-broadcaster") == "pusher"
     page.wait_for_timeout(300)
     screenshot(page, "runs-list.png")
@@ -92,10 +92,10 @@ def test_a_100000_line_stored_run_is_interactive_and_held_whole(
     # Interactive: lines on screen, and a user's scroll answered with the rows of the new place.
     started = time.monotonic()
     page.goto(f"{stack.api.url}/ui/runs/{run_id}", wait_until="commit")
-    page.wait_for_selector("#log .line", timeout=30_000)
+    page.wait_for_selector("#log .line", timeout=120_000)
     page.focus("#log")
     page.keyboard.press("Home")  # to the first line: following stops, the top is rendered
-    page.wait_for_function("() => relaycastView.rendered().includes(1)", timeout=30_000)
+    page.wait_for_function("() => relaycastView.rendered().includes(1)", timeout=120_000)
     interactive_s = time.monotonic() - started
     wait_for_lines(page, total, timeout_s=120)
     all_lines_s = time.monotonic() - started

@@ -48,15 +48,16 @@ echo "chromium:     $(/usr/bin/chromium --version 2>/dev/null)"
 
 # Four pytest processes on two cores: most tests wait on servers and workers they start, not
 # on the CPU, and no test bounds wall-clock time, so a busy machine makes the suite slower, not
-# red. A file's tests stay in one process, so its module fixtures (e.g. the browser) start
-# once. RELAYCAST_TEST_PROCESSES=0 runs everything in this process.
+# red. Tests are dealt out one by one (a file's slow tests do not queue behind each other;
+# a module fixture such as the browser starts once per process that needs it).
+# RELAYCAST_TEST_PROCESSES=0 runs everything in this process. The 25 slowest tests are listed.
 processes=${RELAYCAST_TEST_PROCESSES:-4}
 parallel=()
 if [ "$processes" != "0" ]; then
-    parallel=(-n "$processes" --dist loadfile)
+    parallel=(-n "$processes" --dist load)
 fi
 status=0
-.venv/bin/python -m pytest "${parallel[@]}" "$@" || status=$?
+.venv/bin/python -m pytest "${parallel[@]}" --durations=25 "$@" || status=$?
 if [ "$status" -eq 5 ]; then
     echo "pytest collected no tests: treating as a failure" >&2
     exit 1

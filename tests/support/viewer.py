@@ -35,6 +35,8 @@ if TYPE_CHECKING:
 
 REPO = Path(__file__).resolve().parents[2]
 TOKEN = "viewer-token-for-browser-tests"
+#: How long any page wait may take before the test gives up (a hang guard, not a bound).
+PAGE_WAIT_MS = 120_000
 ARTIFACTS = Path(os.environ.get("RELAYCAST_ARTIFACTS") or REPO / "tests" / "artifacts")
 
 LINE_COUNT = "document.querySelector('#log').dataset.lineCount"
@@ -127,6 +129,8 @@ def viewer(browser: Browser, closing: list[Any]) -> Callable[..., Viewer]:
 
     def make(api: ApiServer, *, signed_in: bool = True) -> Viewer:
         context = browser.new_context(viewport={"width": 1360, "height": 860})
+        # Waits are for conditions, not speed: on a busy machine a page may take long.
+        context.set_default_timeout(PAGE_WAIT_MS)
         closing.append(context)
         view = Viewer(context, api)
         view.first = view.page()
