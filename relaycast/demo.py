@@ -106,7 +106,7 @@ def render(result: DemoResult) -> str:
         f"  lines emitted    {result.emitted}",
         f"  lines stored     {result.stored}   ({result.database})",
         f"  lines broadcast  {per}",
-        f"  broadcast tasks  {result.tasks_enqueued} (one per flush, not one per line)",
+        f"  broadcast tasks  {result.tasks_enqueued} (one per flush interval at most, not one per line)",
         f"  pending/failed   {result.pending}/{result.failed}",
         f"  lines dropped    {result.dropped}",
         f"  read them back:  relaycast logs {result.run_id}",
