@@ -26,6 +26,28 @@ def _alembic_config() -> Config:
     return config
 
 
+#: How long a connection keeps asking to switch a new SQLite file to WAL while another holds it.
+WAL_SWITCH_S = 30.0
+
+
+def _use_wal(cursor: Any) -> None:
+    """Put the file in WAL mode. WAL is a property of the file, set once: asking to set it
+    again takes a lock that a busy writer can refuse at once ("database is locked", with no
+    busy wait), so a file already in WAL is left alone, and a switch refused because another
+    connection holds the file is asked again until it is done (by us or by the other)."""
+    import sqlite3
+    import time
+
+    deadline = time.monotonic() + WAL_SWITCH_S
+    while str(cursor.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
 def make_engine(url: str) -> Engine:
     """An engine for ``url``; SQLite gets its folder created, WAL and a busy timeout."""
     parsed = make_url(url)
@@ -38,8 +60,8 @@ def make_engine(url: str) -> Engine:
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
             cursor = dbapi_connection.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA busy_timeout=30000")
+            _use_wal(cursor)
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.close()
 
