@@ -185,7 +185,9 @@ def test_a_broadcast_worker_killed_mid_stream_loses_no_line(
         run_id = f"crash-{uuid.uuid4().hex[:6]}"
         subscriber = subscriber_factory()
         subscribe(subscriber, f"private-logs-{run_id}")
-        start_run(env, "burst", run_id, lines=3000)
+        # The run emits for about 9 s (3 ms a line), so the kill below, at its first line
+        # delivered, lands mid-stream however slow the machine (arranged, not hoped for).
+        start_run(env, "burst", run_id, lines=3000, delay_ms=3)
         channel = f"private-logs-{run_id}"
         subscriber.wait_for(lambda _: len(seqs_received(subscriber, channel)) > 0, timeout_s=60)
         consumer.kill()  # SIGKILL while a slow batch is in flight and more are queued
