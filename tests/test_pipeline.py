@@ -9,6 +9,7 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from support.fault_server import FaultServer
 from support.pusher_ws import Subscriber
 from support.runs import run_env, seqs_received, start_run, subscribe, wait_for_lines
@@ -170,6 +171,7 @@ def test_redis_stopped_for_5s_the_workflow_finishes_on_time_and_no_line_is_lost(
             "the workflow did not wait for Redis")
 
 
+@pytest.mark.timeout(400)
 def test_a_broadcast_worker_killed_mid_stream_loses_no_line(
     broker: str, sqlite_url: str, soketi: Soketi, subscriber_factory: SubscriberFactory,
     workers: Started, open_store: Callable[[str], LogStore],
@@ -194,7 +196,7 @@ def test_a_broadcast_worker_killed_mid_stream_loses_no_line(
         partial = len(set(seqs_received(subscriber, channel)))
         assert partial < 3000, "the kill happened mid-stream"
         consumer.start_again()
-        received = wait_for_lines(subscriber, channel, 3000, timeout_s=60)
+        received = wait_for_lines(subscriber, channel, 3000, timeout_s=240)  # a hang guard
         assert sorted(set(received)) == list(range(1, 3001))
     finally:
         proxy.close()

@@ -134,7 +134,7 @@ def test_a_100000_line_stored_run_is_interactive_and_held_whole(
     view.check_clean()
 
 
-@pytest.mark.timeout(180)
+@pytest.mark.timeout(400)
 def test_1000_lines_a_second_keep_the_tab_drawing_and_follow_pauses_on_scroll_up(
         make_stack: Callable[..., Stack], viewer: Callable[..., Viewer], soketi: Soketi) -> None:
     stack = make_stack(soketi)

@@ -149,7 +149,7 @@ def line_count(page: Page) -> int:
     return int(page.evaluate(LINE_COUNT))
 
 
-def wait_for_lines(page: Page, count: int, timeout_s: float = 90) -> None:
+def wait_for_lines(page: Page, count: int, timeout_s: float = 240) -> None:
     page.wait_for_function(f"() => Number({LINE_COUNT}) >= {count}", timeout=timeout_s * 1000)
 
 
