@@ -35,7 +35,8 @@ import time
 from typing import Any
 
 from benchmarks import report as rep
-from benchmarks.context import open_context
+from benchmarks.ceiling import ceiling_targets, render_ceiling, run_ceiling
+from benchmarks.context import design_key, open_context, postgresql_context
 from benchmarks.designs import run_design
 from benchmarks.harness import Progress, soketi_available
 from benchmarks.options import Plan, build_parser, make_plan
@@ -62,11 +63,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nbenchmarks: failed: {exc}", file=sys.stderr)
         return 2
     print(rep.render(report))
+    print(render_ceiling(report))
     print(f"\n(wall time {report['setup']['wall_s']:.0f} s)")
     if args.json is not None:
         args.json.write_text(json.dumps(_plain(report), indent=2, default=str))
         print(f"figures written to {args.json}")
-    failed = [t for t in report["targets"] if t["verdict"] == "FAIL"]
+    failed = [t for t in [*report["targets"], *report["ceiling_targets"]]
+              if t["verdict"] == "FAIL"]
     return 1 if args.strict and failed else 0
 
 
@@ -75,7 +78,18 @@ def execute(plan: Plan, args: argparse.Namespace, progress: Progress) -> dict[st
     started = time.monotonic()
     with cleanup_stack() as stack:
         ctx = open_context(plan, stack, progress)
-        results = {design: run_design(ctx, stack, design) for design in plan.designs}
+        ceiling = run_ceiling(ctx) if "relaycast" in plan.designs else None
+        if ceiling is not None and ceiling["throughput_lps"]:
+            plan.fast_rate = round(ceiling["throughput_lps"] * plan.fast_fraction)
+        results: dict[str, Any] = {}
+        for design in plan.designs:
+            if design != "relaycast":
+                results[design] = run_design(ctx, stack, design)
+                continue
+            for database in plan.databases:
+                on = ctx if database == "sqlite" else postgresql_context(ctx, stack)
+                results[design_key(database)] = run_design(on, stack, design,
+                                                           unwatched=database == "sqlite")
         profile = profile_summary(ctx.profiler, plan.designs) if ctx.profiler else None
         if ctx.profiler is not None and args.profile_dir is not None:
             ctx.profiler.copy_to(args.profile_dir)
@@ -86,7 +100,8 @@ def execute(plan: Plan, args: argparse.Namespace, progress: Progress) -> dict[st
         "flush_max_lines": plan.flush_max_lines, "rate": plan.rate,
         "seconds": plan.seconds, "relaycast_seconds": plan.relaycast_seconds,
         "drain_s": plan.drain_s, "quick": plan.quick, "soak": plan.soak,
-        "line_bytes": _line_bytes(), "profiled": plan.profile,
+        "line_bytes": _line_bytes(), "profiled": plan.profile, "databases": plan.databases,
+        "fast_rate": plan.fast_rate, "fast_fraction": plan.fast_fraction,
         "wall_s": time.monotonic() - started,
     }
     notes = list(ctx.notes)
@@ -94,7 +109,8 @@ def execute(plan: Plan, args: argparse.Namespace, progress: Progress) -> dict[st
         notes.append("py-spy was sampling the producer and workers: the figures of this run "
                      "are perturbed; compare against a run without --profile")
     return {"setup": setup, "results": results, "notes": notes, "profile": profile,
-            "targets": rep.evaluate_targets(results, plan.soak)}
+            "targets": rep.evaluate_targets(results, plan.soak), "ceiling": ceiling,
+            "ceiling_targets": ceiling_targets(results, ceiling) if ceiling else []}
 
 
 def _preflight() -> str | None:

@@ -4,6 +4,7 @@ producers get, the subscriber, the progress bar and the notes gathered on the wa
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import shutil
 import tempfile
@@ -38,6 +39,28 @@ class Context:
     progress: Progress
     profiler: PySpy | None = None
     notes: list[str] = field(default_factory=list)
+    #: Which database relaycast stores in: ``sqlite`` or ``postgresql`` (names files, labels).
+    database: str = "sqlite"
+
+
+def design_key(database: str) -> str:
+    """Where a relaycast run on ``database`` is filed in the results (SQLite, the embedded
+    default, is plain ``relaycast``: the ratios against the baseline are taken on it)."""
+    return "relaycast" if database == "sqlite" else f"relaycast-{database}"
+
+
+def postgresql_context(ctx: Context, stack: contextlib.ExitStack) -> Context:
+    """``ctx`` with relaycast storing in a fresh PostgreSQL database (migrated, dropped by
+    ``stack``), at ``RELAYCAST_BENCH_POSTGRES`` (the server's ``postgres`` database by default)."""
+    from benchmarks.prune import create_database, drop_database
+    from workflows.store import LogStore
+
+    ctx.progress.note("creating a PostgreSQL database for relaycast's runs")
+    url = create_database()
+    stack.callback(drop_database, url)
+    LogStore.from_url(url).close()  # migrations, as `relaycast db upgrade` would
+    return dataclasses.replace(ctx, env={**ctx.env, "DATABASE_URL": url}, db_url=url,
+                               database="postgresql")
 
 
 def open_context(plan: Plan, stack: contextlib.ExitStack, progress: Progress) -> Context:

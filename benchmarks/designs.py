@@ -13,7 +13,10 @@ from benchmarks.harness import BenchWorker, ForwardingProxy, Producer
 from benchmarks.phase import run_phase
 
 
-def run_design(ctx: Context, stack: contextlib.ExitStack, design: str) -> dict[str, Any]:
+def run_design(ctx: Context, stack: contextlib.ExitStack, design: str, *,
+               unwatched: bool = True) -> dict[str, Any]:
+    """``design``'s phases on ``ctx``'s database; relaycast also runs the fast sustained phase
+    (when the ceiling set its rate) and, with ``unwatched``, the unwatched run."""
     worker = _worker(ctx, design)
     stack.callback(worker.close)
     ctx.progress.note(f"starting the {design} worker (prefork, concurrency {ctx.plan.concurrency})")
@@ -21,11 +24,13 @@ def run_design(ctx: Context, stack: contextlib.ExitStack, design: str) -> dict[s
     try:
         out = {"burst": run_phase(ctx, worker, design, "burst"),
                "sustained": run_phase(ctx, worker, design, "sustained")}
+        if design == "relaycast" and ctx.plan.fast_rate > 0:
+            out["fast"] = run_phase(ctx, worker, design, "fast")
     finally:
         if design == "baseline":
             _purge(ctx.redis.url, "baseline")
         worker.close()
-    if design == "relaycast":
+    if design == "relaycast" and unwatched:
         out["unwatched"] = run_unwatched(ctx, stack)
     return out
 

@@ -223,15 +223,16 @@ def soketi_counters(soketi: Soketi) -> dict[str, float] | None:
 # ---------------------------------------------------------------------------------- producer
 
 class Producer:
-    """``python -m benchmarks.producer ...`` in its own session, with a READY/GO handshake."""
+    """``python -m benchmarks.producer ...`` (or another ``module`` speaking the same
+    protocol) in its own session, with a READY/GO handshake."""
 
     def __init__(self, args: list[str], env: dict[str, str], workdir: Path, name: str,
-                 wrap: list[str] | None = None) -> None:
+                 wrap: list[str] | None = None, module: str = "benchmarks.producer") -> None:
         self.log_path = workdir / f"{name}.log"
         self.result_path = workdir / f"{name}.json"
         self._log: IO[bytes] = self.log_path.open("wb")
         self.proc = subprocess.Popen(
-            [*(wrap or []), sys.executable, "-m", "benchmarks.producer", *args,
+            [*(wrap or []), sys.executable, "-m", module, *args,
              "--result", str(self.result_path)],
             cwd=workdir, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
             stderr=self._log, start_new_session=True, text=True)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 DESIGNS = ("relaycast", "baseline")
+DATABASES = ("sqlite", "postgresql")
 SOAK_SECONDS = 300.0
 
 
@@ -26,6 +27,12 @@ class Plan:
     soak: bool
     quick: bool
     profile: bool
+    databases: list[str]
+    ceiling_rounds: int
+    fast_fraction: float
+    #: Lines/s of relaycast's fast sustained phase: ``fast_fraction`` of the ceiling, set once
+    #: the ceiling is measured (0: no fast phase).
+    fast_rate: float = 0.0
 
 
 def build_parser(description: str) -> argparse.ArgumentParser:
@@ -54,6 +61,15 @@ def build_parser(description: str) -> argparse.ArgumentParser:
                         help="RELAYCAST_FLUSH_INTERVAL_MS (project default 50)")
     parser.add_argument("--flush-max-lines", type=int, default=1000,
                         help="RELAYCAST_FLUSH_MAX_LINES (project default 1000)")
+    parser.add_argument("--database", choices=DATABASES, action="append", default=None,
+                        help="where relaycast stores lines (repeat for both; default both: "
+                             "SQLite in a temporary directory, and a PostgreSQL database "
+                             "created at RELAYCAST_BENCH_POSTGRES, 127.0.0.1:5432, and dropped)")
+    parser.add_argument("--ceiling-rounds", type=int, default=3,
+                        help="rounds of the ceiling phase (the best is kept)")
+    parser.add_argument("--fast-fraction", type=float, default=0.25,
+                        help="the fast sustained phase runs at this fraction of the ceiling "
+                             "(0: no fast phase)")
     parser.add_argument("--only", choices=DESIGNS, default=None, help="run one design only")
     parser.add_argument("--json", type=Path, default=None, metavar="FILE",
                         help="also write every figure as JSON")
@@ -79,4 +95,5 @@ def make_plan(args: argparse.Namespace) -> Plan:
         concurrency=args.concurrency, flush_interval_ms=args.flush_interval_ms,
         flush_max_lines=args.flush_max_lines,
         designs=[args.only] if args.only else list(DESIGNS), soak=bool(args.soak), quick=quick,
-        profile=bool(args.profile))
+        profile=bool(args.profile), databases=list(dict.fromkeys(args.database or DATABASES)),
+        ceiling_rounds=max(1, args.ceiling_rounds), fast_fraction=args.fast_fraction)

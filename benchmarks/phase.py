@@ -42,6 +42,9 @@ class Shape:
 
     @classmethod
     def of(cls, plan: Plan, design: str, kind: str) -> Shape:
+        if kind == "fast":  # relaycast only: a fraction of the ceiling's rate
+            return cls(lines=round(plan.fast_rate * plan.seconds), rate=plan.fast_rate,
+                       drain_s=30.0, stall_s=15.0, cap_s=plan.seconds + 90.0)
         if kind == "sustained":
             seconds = plan.relaycast_seconds if design == "relaycast" else plan.seconds
             drain_s = 30.0 if design == "relaycast" else plan.drain_s
@@ -101,7 +104,9 @@ class Phase:
         token = uuid.uuid4().hex[:6]
         self.run_id = f"bench-{design}-{kind}-{token}"
         self.warm_id = f"bench-{design}-{kind}-warmup-{token}"
-        self.label = f"{design} {kind}"
+        self.label = (f"{design} {kind}" if ctx.database == "sqlite"
+                      else f"{design} ({ctx.database}) {kind}")
+        self.tag = design if ctx.database == "sqlite" else f"{design}-{ctx.database}"
         self.sink = ctx.subscriber.watch(f"private-logs-{self.run_id}")
         self.warm_sink = ctx.subscriber.watch(f"private-logs-{self.warm_id}")
 
@@ -115,7 +120,7 @@ class Phase:
             ["--design", self.design, "--run-id", self.run_id, "--lines", str(lines),
              "--rate", str(rate), "--warmup-run-id", self.warm_id,
              "--warmup-lines", str(WARMUP_LINES)],
-            self.ctx.env, self.ctx.workdir, name=f"{self.design}-{self.kind}")
+            self.ctx.env, self.ctx.workdir, name=f"{self.tag}-{self.kind}")
 
     def warm_up(self, producer: Producer) -> None:
         producer.wait_ready(timeout_s=90.0)
@@ -129,9 +134,9 @@ class Phase:
         ctx, worker = self.ctx, self.worker
         profiler = ctx.profiler if self.design == "relaycast" or self.kind == "burst" else None
         if profiler is not None:
-            profiler.start(f"{self.design}-{self.kind}-producer", producer.pid)
+            profiler.start(f"{self.tag}-{self.kind}-producer", producer.pid)
             if worker.pid is not None:
-                profiler.start(f"{self.design}-{self.kind}-worker", worker.pid,
+                profiler.start(f"{self.tag}-{self.kind}-worker", worker.pid,
                                subprocesses=True)
             time.sleep(1.0)  # py-spy attaches
         log_offset = len(worker.full_log())
@@ -200,7 +205,7 @@ class Phase:
         figures["rate"] = self.shape.rate
         self._add_traffic(figures, measured)
         self._add_cpu(figures, result, measured)
-        if self.kind == "sustained":
+        if self.kind in ("sustained", "fast"):
             window = (result["first_emit_ns"], result["last_emit_ns"])
             figures["memory"] = {g: rep.memory_figures(sampler.series(g, *window))
                                  for g in ("worker", "producer")}

@@ -166,18 +166,18 @@ def profile_summary(profiler: PySpy, designs: list[str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     wanted: list[tuple[str, str, Callable[[list[str]], int | None]]] = []
     pacing = r"^Pacer\.wait \("
-    if "relaycast" in designs:
-        for kind in ("burst", "sustained"):
-            wanted += [
-                (f"relaycast {kind}: emit path (producer main thread, under the emit loop)",
-                 f"relaycast-{kind}-producer", anchored(r"^_emit_lines_relaycast \(", exclude=pacing)),
-                (f"relaycast {kind}: flusher thread (producer)",
-                 f"relaycast-{kind}-producer", anchored(r"^Emitter\.flush_once \(|^flush_once \(")),
-                (f"relaycast {kind}: broadcast task (worker pool)",
-                 f"relaycast-{kind}-worker", anchored(r"^broadcast \(.*tasks/broadcast\.py")),
-                (f"relaycast {kind}: worker outside the task (Celery, kombu, pool)",
-                 f"relaycast-{kind}-worker", everything_but(r"tasks/broadcast\.py")),
-            ]
+    tags = [tag for tag in ("relaycast", "relaycast-postgresql") if "relaycast" in designs]
+    for tag, kind in ((tag, kind) for tag in tags for kind in ("burst", "sustained", "fast")):
+        wanted += [
+            (f"{tag} {kind}: emit path (producer main thread, under the emit loop)",
+             f"{tag}-{kind}-producer", anchored(r"^_emit_lines_relaycast \(", exclude=pacing)),
+            (f"{tag} {kind}: flusher thread (producer)",
+             f"{tag}-{kind}-producer", anchored(r"^Emitter\.flush_once \(|^flush_once \(")),
+            (f"{tag} {kind}: broadcast task (worker pool)",
+             f"{tag}-{kind}-worker", anchored(r"^broadcast \(.*tasks/broadcast\.py")),
+            (f"{tag} {kind}: worker outside the task (Celery, kombu, pool)",
+             f"{tag}-{kind}-worker", everything_but(r"tasks/broadcast\.py")),
+        ]
     if "baseline" in designs:
         wanted += [
             ("baseline burst: emit path (publish_line.delay)", "baseline-burst-producer",
