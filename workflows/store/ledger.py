@@ -4,8 +4,9 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import Any
 
-from sqlalchemy import ColumnElement, case, func, select, update
+from sqlalchemy import ColumnElement, case, func, select, text, update
 from sqlalchemy.orm import Session
 
 from workflows.models import LineState, LogLine
@@ -29,11 +30,20 @@ class Ledger(StoreBase):
         if not ranges:
             return
         with self.engine.begin() as connection:
+            self._outcome_commit(connection)
             for run_id, first, last in ranges:
                 connection.execute(
                     update(LogLine)
                     .where(LogLine.run_id == run_id, LogLine.seq >= first, LogLine.seq <= last)
                     .values(broadcast_state=state, broadcaster=broadcaster, swept_at=None))
+
+    def _outcome_commit(self, connection: Any) -> None:
+        """On PostgreSQL, an outcome's commit does not wait for the WAL to reach the disk
+        (``synchronous_commit = off``, this transaction only). Losing it in a database crash
+        costs nothing but a repeat: its lines look pending again, and the sweeper sends them
+        again (at least once; clients merge by seq). Stored lines keep the durable commit."""
+        if self.engine.dialect.name == "postgresql":
+            connection.execute(text("SET LOCAL synchronous_commit = off"))
 
     def broadcast_counts(self, run_ids: Iterable[str] | None = None
                          ) -> dict[tuple[str, str | None], int]:
