@@ -11,9 +11,10 @@ its handler.
 Exit status: 0 done; 1 the command could not do what it was asked (``status``: degraded
 or stale; ``logs``: no such lines; ``logs --follow``: the run failed; ``alert test``: the
 webhook did not take the alert; a server it needs is unreachable: nothing was changed); 2 the
-command or the configuration is wrong (one line says what); 3 not finished: ``replay`` (or ``replay --dry-run``) had nothing to take but lines
-are claimed by another replay in progress (it says how many and until when: run it again
-after that; ``nothing to replay`` with 0 means nothing is owed and nothing is claimed);
+command or the configuration is wrong (one line says what); 3 not finished: ``replay`` (or
+``replay --dry-run``) had nothing to take but lines are claimed by another replay in
+progress (it says how many and until when: run it again after that; ``nothing to replay``
+with 0 means nothing is owed and nothing is claimed);
 130 interrupted (Ctrl-C). Every error is one line on stderr, never a traceback (with
 ``RELAYCAST_LOG_FORMAT=json``, one JSON object, as every line the command logs).
 """
