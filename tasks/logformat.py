@@ -227,13 +227,16 @@ def _quiet_beat(app: Any) -> Any:
             super().__init__(*args, **kwargs)
 
         def run(self) -> None:
+            _log_warnings_as_json(sys.__stderr__)
+            super().run()
+
+        def setup_logging(self, colorize: bool | None = None) -> None:
             from celery import __version__
 
-            _log_warnings_as_json(sys.__stderr__)
+            super().setup_logging(colorize)
             logging.getLogger("celery.beat").info(
                 "celery beat %s is starting: broker %s, schedule %s", __version__,
                 self.app.connection().as_uri(), self.schedule)
-            super().run()
 
     QuietBeat.__name__ = QuietBeat.__qualname__ = base.__name__
     return QuietBeat
