@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import itertools
 import json
 import threading
 import time
@@ -22,7 +23,7 @@ from support.workers import relaycast_cli
 
 from broadcasters import keys
 from broadcasters.alert_sink import SIGNATURE_HEADER, TIMESTAMP_HEADER, WebhookSink, verify
-from broadcasters.alerts import AlertKind, alert_deadline_s, notify, transitions
+from broadcasters.alerts import alert_deadline_s, notify, transitions
 from broadcasters.backends import MemoryBackend, RedisBackend
 from broadcasters.flags import BroadcasterState
 from broadcasters.state import SharedState
@@ -249,7 +250,7 @@ def test_a_failing_sink_is_retried_with_backoff_then_given_up(
     requests = fault_server.requests
     assert len(requests) == 3, "the first attempt and two retries, then given up"
     assert len({r.body for r in requests}) == 1, "the same alert (same id) every time"
-    gaps = [b.received_at - a.received_at for a, b in zip(requests, requests[1:], strict=False)]
+    gaps = [b.received_at - a.received_at for a, b in itertools.pairwise(requests)]
     # compute_backoff: 0.2 s then 0.4 s, the last half of each random.
     assert gaps[0] >= 0.1 and gaps[1] >= 0.2, gaps
     (record,) = [r for r in caplog.records if r.levelname == "ERROR"]
