@@ -2,7 +2,8 @@
 
 After dramatiq's rate-limit ``backend`` / ``window`` split: a backend offers a few
 primitives (get many, set with TTL, swap, delete, add to counters, read and write hashes,
-keep the larger of two numbers) and knows nothing of flags or quotas. Two backends ship:
+keep the larger of two numbers, advance observed states) and knows nothing of flags or
+quotas. Two backends ship:
 
 * :class:`RedisBackend`, for real deployments: every worker of every host sees the same
   state; one round trip per call (pipelines, one Lua script);
@@ -66,7 +67,71 @@ class StateBackend(Protocol):
         """For each key, keep the larger of the stored number and the value given; return the
         results. One round trip; each key atomic."""
 
+    def advance_many(self, values: Mapping[str, str], stamp: float, ttl_s: float
+                     ) -> dict[str, str | None]:
+        """Record ``values`` as each key's state observed at ``stamp`` (epoch seconds), unless
+        the key holds an observation as new or newer; return, for each key whose state this
+        call changed, the state it held before (None: none). One round trip, atomic: of several
+        callers observing one change, exactly one is told about it."""
+
     def close(self) -> None: ...
+
+
+#: A stored observation: ``{stamp}|{state}``.
+STAMP_SEPARATOR = "|"
+
+_ADVANCE = """
+local stamp = tonumber(ARGV[1])
+local out = {}
+for i, key in ipairs(KEYS) do
+  local value = ARGV[i + 2]
+  local stored = redis.call('GET', key)
+  local previous = nil
+  local older = false
+  if stored then
+    local sep = string.find(stored, '|', 1, true)
+    if sep then
+      previous = string.sub(stored, sep + 1)
+      older = (tonumber(string.sub(stored, 1, sep - 1)) or 0) >= stamp
+    end
+  end
+  if older then
+    out[i] = '='
+  else
+    redis.call('SET', key, ARGV[1] .. '|' .. value, 'PX', ARGV[2])
+    if previous == value then
+      out[i] = '='
+    elseif previous == nil then
+      out[i] = '+'
+    else
+      out[i] = '>' .. previous
+    end
+  end
+end
+return out
+"""
+
+
+def _advanced(keys: Sequence[str], answers: Sequence[Any]) -> dict[str, str | None]:
+    """The Lua script's answers (``=`` unchanged, ``+`` new, ``>{previous}`` changed)."""
+    changed: dict[str, str | None] = {}
+    for key, raw in zip(keys, answers, strict=True):
+        answer = _text(raw)
+        if answer == "+":
+            changed[key] = None
+        elif answer.startswith(">"):
+            changed[key] = answer[1:]
+    return changed
+
+
+def _stored_state(raw: str | None) -> tuple[float, str] | None:
+    if raw is None or STAMP_SEPARATOR not in raw:
+        return None
+    stamp, _, state = raw.partition(STAMP_SEPARATOR)
+    try:
+        return float(stamp), state
+    except ValueError:
+        return None
 
 
 _SET_MAX = """
@@ -95,6 +160,7 @@ class RedisBackend:
         self.client = client
         self.prefix = prefix
         self._set_max = client.register_script(_SET_MAX)
+        self._advance = client.register_script(_ADVANCE)
 
     @classmethod
     def from_url(cls, url: str, prefix: str = DEFAULT_PREFIX, timeout_s: float = 0.5
@@ -182,6 +248,16 @@ class RedisBackend:
             self._set_max(keys=[self._k(key)], args=[value, _ttl_ms(ttl_s)], client=pipe)
         results = self._call(pipe.execute)
         return {key: int(result) for key, result in zip(values, results, strict=True)}
+
+    def advance_many(self, values: Mapping[str, str], stamp: float, ttl_s: float
+                     ) -> dict[str, str | None]:
+        if not values:
+            return {}
+        keys = list(values)
+        answers = self._call(lambda: self._advance(
+            keys=[self._k(k) for k in keys],
+            args=[repr(float(stamp)), _ttl_ms(ttl_s), *(values[k] for k in keys)]))
+        return _advanced(keys, answers)
 
     def close(self) -> None:
         self.client.close()
@@ -271,6 +347,22 @@ class MemoryBackend:
                 out[key] = max(value, int(current) if isinstance(current, str) else -1)
                 self._put(key, str(out[key]), ttl_s)
         return out
+
+    def advance_many(self, values: Mapping[str, str], stamp: float, ttl_s: float
+                     ) -> dict[str, str | None]:
+        changed: dict[str, str | None] = {}
+        with self._lock:
+            for key, value in values.items():
+                current = self._live(key)
+                stored = _stored_state(current if isinstance(current, str) else None)
+                if stored is not None and stored[0] >= stamp:
+                    continue
+                self._put(key, f"{float(stamp)!r}{STAMP_SEPARATOR}{value}", ttl_s)
+                if stored is None:
+                    changed[key] = None
+                elif stored[1] != value:
+                    changed[key] = stored[1]
+        return changed
 
     def close(self) -> None:
         """Nothing to release."""

@@ -20,6 +20,9 @@ key                         type       holds
 ``occupancy``               hash       channel → ``{time_ms}:{0|1}``, and ``~reconciled_at``
 ``gate:{lane}``             string     an ordering gate: the last seq of the lane that had its turn
 ``runs:alive:{run_id}``     string     a run's latest heartbeat (epoch seconds)
+``alert:health``            string     the health last observed for alerts: ``{epoch}|{state}``
+``alert:broadcaster:{b}``   string     a broadcaster's state last observed for alerts (same form)
+``alert:quota:{b}:{day}``   string     the quota level last observed for alerts (``0``/``80``/``100``)
 ==========================  =========  ============================================================
 
 ``{minute}`` is epoch seconds // 60; ``{day}`` is ``YYYY-MM-DD`` (UTC); ``{lane}`` a run id or
@@ -138,6 +141,9 @@ class PipelineCounter(StrEnum):
     APP_EVENTS_SENT = "app_events_sent"
     APP_EVENTS_FAILED = "app_events_failed"
     APP_EVENTS_DEAD_LETTERED = "app_events_dead_lettered"
+    #: Alerts the webhook took (2xx), and alerts given up after their retries.
+    ALERTS_SENT = "alerts_sent"
+    ALERTS_FAILED = "alerts_failed"
 
 
 #: Every pipeline counter of the ordering gate starts with this (the benchmarks read them all).
@@ -220,3 +226,23 @@ RUN_ALIVE = "runs:alive:"
 
 def run_alive(run_id: str) -> str:
     return RUN_ALIVE + run_id
+
+
+# Alerts ------------------------------------------------------------------------------------------
+
+#: Before a subject: the state alerts last observed for it (:mod:`broadcasters.alerts`). Each is
+#: advanced by one atomic step (:meth:`~broadcasters.backends.StateBackend.advance_many`), so
+#: that of several health tasks observing one change exactly one sends its alert.
+ALERT = "alert:"
+ALERT_HEALTH = ALERT + "health"
+ALERT_BROADCASTER = ALERT + "broadcaster:"
+ALERT_QUOTA = ALERT + "quota:"
+
+
+def alert_broadcaster(name: str) -> str:
+    return ALERT_BROADCASTER + name
+
+
+def alert_quota(name: str, day: str) -> str:
+    """The quota level of ``name`` observed on ``day`` (a new UTC day starts from nothing)."""
+    return f"{ALERT_QUOTA}{name}:{day}"

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from broadcasters import keys
 from broadcasters.base import Broadcaster, Message
 from broadcasters.errors import BadRequest, BroadcastError, FlagAction, TransientError
+from broadcasters.logcontext import current_broadcaster
 from broadcasters.packing import LogBatch, fit
 from broadcasters.state import (
     Counts,
@@ -174,7 +175,11 @@ class BroadcasterManager:
                     chances.append(None if flag.until is None else max(0.0, flag.until - now))
                 pending = owed = messages
                 continue
-            attempt = broadcaster.send(messages)
+            token = current_broadcaster.set(name)  # what its own log lines are about
+            try:
+                attempt = broadcaster.send(messages)
+            finally:
+                current_broadcaster.reset(token)
             final_by_category: dict[str, int] = {}
             owed = []
             for message, error in attempt.failed:

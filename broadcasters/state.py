@@ -137,7 +137,7 @@ class SharedState:
         logger.warning("broadcaster=%s disabled: %s (until %s, by %s)", name, reason,
                        "re-enabled" if until is None else
                        datetime.fromtimestamp(until, UTC).isoformat(timespec="seconds"),
-                       flag.set_by)
+                       flag.set_by, extra={"broadcaster": name})
         return flag
 
     def pause(self, name: str, seconds: float, reason: str, set_by: str | None = None) -> Flag:
@@ -147,13 +147,14 @@ class SharedState:
                     cause=FlagCause.RATE_LIMIT)
         self.fail_open("set pause",
                        lambda: self.backend.set(keys.paused(name), flag.to_json(), seconds), None)
-        logger.info("broadcaster=%s paused for %.1fs: %s", name, seconds, reason)
+        logger.info("broadcaster=%s paused for %.1fs: %s", name, seconds, reason,
+                    extra={"broadcaster": name})
         return flag
 
     def enable(self, name: str) -> None:
         """Lift the disabled flag and any pause (raises :class:`StateUnavailable`)."""
         self.backend.delete([keys.disabled(name), keys.paused(name)])
-        logger.info("broadcaster=%s enabled", name)
+        logger.info("broadcaster=%s enabled", name, extra={"broadcaster": name})
 
     # The active broadcaster ----------------------------------------------------------------
 
@@ -267,6 +268,19 @@ class SharedState:
         tables: list[dict[str, str]] = self.fail_open(f"read {name}",
                                                       lambda: self.backend.hashes([key]), [{}])
         return {k: int(float(v)) for k, v in tables[0].items()}
+
+    # Observed states (alerts) ------------------------------------------------------------------
+
+    def advance(self, states: Mapping[str, str], observed_at: float, ttl_s: float
+                ) -> dict[str, str | None] | None:
+        """Record each key's state observed at ``observed_at``; return the keys whose state
+        this call changed, with the state each held before (None: none stored). Atomic, so
+        that of several processes observing one change exactly one is told about it. None
+        when the backend is unreachable (nothing can be decided: failing open)."""
+        changed: dict[str, str | None] | None = self.fail_open(
+            "advance observed states",
+            lambda: self.backend.advance_many(states, observed_at, ttl_s), None)
+        return changed
 
     # Documents (the latest health report) -----------------------------------------------------
 

@@ -85,6 +85,9 @@ class PipelineHealth(BaseModel):
     app_events_failed_last_hour: int = 0
     app_events_dead_lettered_interval: int = 0
     app_events_dead_lettered_last_hour: int = 0
+    #: Alerts (``RELAYCAST_ALERT_WEBHOOK_URL``) the webhook took, and given up after retries.
+    alerts_sent_last_hour: int = 0
+    alerts_failed_last_hour: int = 0
     errors: list[str] = Field(default_factory=list)
 
 
@@ -209,6 +212,10 @@ def build_report(settings: Settings, state: SharedState, pipeline: PipelineHealt
     if live and carrier is not None and not carrier.live:
         report.problems.append(f"traffic is on {carrier.name}, which no browser receives: "
                                f"viewers fall back to polling the history")
+    if pipeline.alerts_failed_last_hour:
+        # A warning, not a problem: a dead alert sink must not itself raise an alert.
+        report.warnings.append(f"{pipeline.alerts_failed_last_hour} alert(s) not delivered to "
+                               "RELAYCAST_ALERT_WEBHOOK_URL in the last hour")
     if pipeline.occupancy == "unknown":
         report.warnings.append("occupancy unknown (not reconciled recently): publishing every "
                                "run's lines")

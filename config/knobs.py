@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import NoDecode
@@ -66,6 +67,11 @@ class KnobSettings(BaseModel):
     #: starts (``relaycast api``, ``relaycast socketio``). Celery's worker and beat ignore it
     #: and log as Celery's own ``--loglevel`` says.
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    #: How every relaycast process logs: ``text`` (default, for people) or ``json`` (one
+    #: object per line: ``ts``, ``level``, ``logger``, ``message`` and, where known,
+    #: ``run_id``, ``task_id``, ``broadcaster``, ``exception``): the worker, beat, the API and
+    #: the CLI (tasks.logformat).
+    log_format: Literal["text", "json"] = "text"
     #: Modules holding the user's workflows (``acme.jobs,acme.reports``), imported by the
     #: worker, beat, the CLI and the API; ``workflows.examples`` registers the examples.
     workflows: Annotated[tuple[str, ...], NoDecode] = ()
@@ -122,6 +128,11 @@ class KnobSettings(BaseModel):
     def _upper_level(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
 
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _lower_format(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
+
     @field_validator("workflows", mode="before")
     @classmethod
     def _module_names(cls, value: object) -> object:
@@ -132,6 +143,42 @@ class KnobSettings(BaseModel):
             if not all(part.isidentifier() for part in name.split(".")):
                 raise ValueError(f"{name!r} is not a module name (e.g. acme.jobs,acme.reports)")
         return names
+
+
+class AlertSettings(BaseModel):
+    """Alerts: one POST per change of health, of a broadcaster's state and of the quota used
+    (broadcasters.alerts), sent by beat's health task."""
+
+    #: Where alerts go: any http(s) URL taking a JSON POST (a Slack incoming webhook works as
+    #: it is). A secret: a Slack-style URL carries its token in the path, so it is never shown.
+    alert_webhook_url: SecretStr | None = None
+    #: Signs every alert (HMAC-SHA256 of ``{timestamp}.{body}``, header
+    #: ``X-Relaycast-Signature: sha256=<hex>``) when set.
+    alert_secret: SecretStr | None = None
+
+    @field_validator("alert_webhook_url")
+    @classmethod
+    def _http_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value().strip():
+            return None
+        text = value.get_secret_value().strip()
+        try:
+            parts = urlsplit(text)
+            usable = parts.scheme.lower() in ("http", "https") and bool(parts.hostname)
+            _ = parts.port  # a port that is not a number raises here
+        except ValueError:
+            usable = False
+        if not usable:
+            raise ValueError("not an http(s) URL (e.g. https://hooks.slack.com/services/...)")
+        return SecretStr(text)
+
+    @field_validator("alert_secret")
+    @classmethod
+    def _non_empty_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().strip():
+            raise ValueError("is empty: unset it to send alerts unsigned, or set a random "
+                             f"secret (e.g. {TOKEN_COMMAND})")
+        return value
 
 
 class OccupancySettings(BaseModel):

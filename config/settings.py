@@ -26,6 +26,7 @@ from config.knobs import (
     PLACEHOLDER_TOKENS,
     REQUIRED_CHANNEL_PREFIX,
     TOKEN_COMMAND,
+    AlertSettings,
     BrowserSettings,
     CaptureSettings,
     KnobSettings,
@@ -50,9 +51,10 @@ class ConfigError(Exception):
 
 # pydantic collects fields from the last base to the first, so the groups are listed in
 # reverse: the fields (and so a message's problems, and the repr) run Pusher, Ably,
-# infrastructure, knobs, occupancy, Socket.IO, capture, browser.
-class Settings(BaseSettings, BrowserSettings, CaptureSettings, SocketIOSettings, OccupancySettings,
-               KnobSettings, InfrastructureSettings, AblySettings, PusherSettings):
+# infrastructure, knobs, occupancy, Socket.IO, capture, browser, alerts.
+class Settings(BaseSettings, AlertSettings, BrowserSettings, CaptureSettings, SocketIOSettings,
+               OccupancySettings, KnobSettings, InfrastructureSettings, AblySettings,
+               PusherSettings):
     model_config = SettingsConfigDict(
         env_file=".env",
         env_file_encoding="utf-8",

@@ -44,7 +44,7 @@ from typing import Any
 
 from celery import Task
 
-from broadcasters import keys
+from broadcasters import keys, logcontext
 from broadcasters.backoff import compute_backoff
 from broadcasters.base import Message
 from broadcasters.manager import Item, SendReport, merge_reports
@@ -309,8 +309,29 @@ class BroadcastTask(Task):  # type: ignore[misc]
     max_retries = None  # decided per call from the settings
 
 
+def only_run(batch: Batch) -> str | None:
+    """The run a batch is about, when it carries lines or events of one run only."""
+    runs = {run["run_id"] for run in batch.get("runs") or ()}
+    for message in batch.get("admin") or ():
+        data = message.get("data")
+        run = data.get("run_id") if isinstance(data, dict) else None
+        if isinstance(run, str):
+            runs.add(run)
+        else:
+            return None
+    if batch.get("app"):
+        return None
+    return runs.pop() if len(runs) == 1 else None
+
+
 @app.task(bind=True, base=BroadcastTask, name=TASK_NAME)
 def broadcast(self: BroadcastTask, batch: Batch) -> dict[str, Any]:
+    # What this task logs is about the batch's run, when it carries one (log lines in JSON).
+    with logcontext.bound(run_id=only_run(batch)):
+        return _broadcast(self, batch)
+
+
+def _broadcast(self: BroadcastTask, batch: Batch) -> dict[str, Any]:
     settings = runtime.settings()
     attempt = self.request.retries
     live_only = bool(batch.get("live_only"))

@@ -34,6 +34,9 @@ Choices, and why:
 * **Prefork children start clean** without a ``worker_process_init`` handler: billiard forks
   with ``os.fork()``, so the after-fork registry (:mod:`workflows.forks`) has each child
   forget its parent's manager, state client, gate, stores and emitter before its first task.
+* **Logs machines can read.** With ``RELAYCAST_LOG_FORMAT=json`` the worker and beat log one
+  JSON object per line, with the run and task each line is about (:mod:`tasks.logformat`,
+  hooked to Celery's ``after_setup_logger`` / ``after_setup_task_logger`` signals).
 * **The user's workflows.** The modules in ``RELAYCAST_WORKFLOWS`` are imported once the app
   exists (the current directory first, as for ``-A``), in the worker, beat and any process
   that builds the app; a module that fails stops start-up with one line naming it. The
@@ -64,6 +67,7 @@ from broadcasters.wire import (
     WORKFLOWS_QUEUE,
 )
 from config import ConfigError, Settings, load_settings
+from tasks import logformat
 from workflows import process
 from workflows.emitter import Emitter
 from workflows.registry import import_workflows
@@ -181,7 +185,10 @@ def _load() -> tuple[Settings, Celery]:
     except ConfigError as exc:
         _stop(exc)
     process.configure(emitter_factory(settings))
-    return settings, create_app(settings)
+    app = create_app(settings)
+    if settings.log_format == "json":
+        logformat.install_celery(app)
+    return settings, app
 
 
 _settings, app = _load()

@@ -4,7 +4,9 @@ Reads the shared state, the broadcast queue's depth and the oldest line not yet 
 builds a :class:`~broadcasters.status.HealthReport`; publishes it on
 ``{prefix}admin-health`` through the manager (so it travels by the fallback when Pusher is
 off); stores it as the latest in Redis (expiring after about two intervals) and in SQL;
-logs it as one line; and returns it, so Flower shows it as the task result.
+logs it as one line; sends the alerts its changes call for to ``RELAYCAST_ALERT_WEBHOOK_URL``
+(:mod:`broadcasters.alerts`: once per transition across every worker, bounded in time, never
+raising); and returns it, so Flower shows it as the task result.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from broadcasters import alerts
 from broadcasters.base import Message
 from broadcasters.status import save_latest
 from broadcasters.wire import HEALTH_EVENT, HEALTH_TASK, Channels
@@ -48,4 +51,5 @@ def health() -> dict[str, Any]:
                 report.pipeline.broadcast_queue_depth, report.pipeline.lines_dropped_last_hour,
                 report.pipeline.dead_lettered_last_hour,
                 "; " + "; ".join(report.problems) if report.problems else "")
+    alerts.notify(settings, manager.state, report)
     return data

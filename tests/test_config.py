@@ -67,6 +67,13 @@ def test_environment_and_dotenv_are_read(monkeypatch: pytest.MonkeyPatch, tmp_pa
         ({"RELAYCAST_RETENTION_DAYS": "a month"}, "RELAYCAST_RETENTION_DAYS"),
         ({"RELAYCAST_RETENTION_DAYS": "1.5"}, "RELAYCAST_RETENTION_DAYS"),
         ({"RELAYCAST_PRUNE_INTERVAL_S": "0"}, "RELAYCAST_PRUNE_INTERVAL_S"),
+        ({"RELAYCAST_ALERT_WEBHOOK_URL": "hooks.slack.com/services/x"},
+         "RELAYCAST_ALERT_WEBHOOK_URL"),
+        ({"RELAYCAST_ALERT_WEBHOOK_URL": f"ftp://example.com/{SECRET}"},
+         "RELAYCAST_ALERT_WEBHOOK_URL"),
+        ({"RELAYCAST_ALERT_WEBHOOK_URL": "https://"}, "RELAYCAST_ALERT_WEBHOOK_URL"),
+        ({"RELAYCAST_ALERT_SECRET": "  "}, "RELAYCAST_ALERT_SECRET"),
+        ({"RELAYCAST_LOG_FORMAT": "xml"}, "RELAYCAST_LOG_FORMAT"),
     ],
 )
 def test_a_bad_value_names_the_variable(env: dict[str, str], variable: str) -> None:

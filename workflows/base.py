@@ -56,6 +56,7 @@ from typing import Any
 from celery import Task, shared_task
 from celery.canvas import Signature, _chain, _chord, group
 
+from broadcasters.logcontext import current_run
 from broadcasters.wire import LAST_SEQ_KEY, RUN_FINISHED_TASK, workflow_task_name
 from workflows import admin_events, capture, heartbeat
 from workflows.log_stream import LogStream
@@ -90,6 +91,8 @@ class WorkflowTask(Task):  # type: ignore[misc]
         # The run's sign of life while this task executes (workflows.heartbeat): from this
         # process, not from its lines, so a quiet step is never taken for a dead one.
         heartbeat.enter(run_id)
+        # Every line this process logs meanwhile is about the run (RELAYCAST_LOG_FORMAT=json).
+        about = current_run.set(run_id)
         try:
             if (self.request.delivery_info or {}).get("redelivered"):
                 log.warning(f"{self.name} redelivered: its earlier attempt died with its "
@@ -111,6 +114,7 @@ class WorkflowTask(Task):  # type: ignore[misc]
                 log.flush(END_OF_TASK_FLUSH_S, wait_for_broker=False)
             return result
         finally:
+            current_run.reset(about)
             heartbeat.leave(run_id)
 
     def _continue_in(self, canvas: Signature, run_id: str, log: LogStream) -> dict[str, Any]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
+import logging
 from typing import Any, NoReturn
 
 from sqlalchemy.exc import SQLAlchemyError
@@ -14,6 +14,7 @@ from broadcasters.state import SharedState
 from config import Settings
 from config.durations import format_duration_s, parse_duration_s
 from config.settings import KNOWN_BROADCASTERS
+from tasks.logformat import notice
 
 
 class UsageError(Exception):
@@ -134,8 +135,8 @@ def listen_host(settings: Settings, host: str | None, what: str) -> str:
         if host not in (None, "127.0.0.1", "localhost", "::1"):
             raise UsageError(f"without RELAYCAST_ADMIN_TOKEN {what} serves loopback only; "
                              "set a token to listen on " + str(host))
-        print(f"relaycast {what}: RELAYCAST_ADMIN_TOKEN is not set: listening on loopback only, "
-              "no authentication", file=sys.stderr, flush=True)
+        notice(f"relaycast {what}: RELAYCAST_ADMIN_TOKEN is not set: listening on loopback only, "
+               "no authentication", level=logging.WARNING, logger=f"relaycast.{what}")
         return host or "127.0.0.1"
     return host or "0.0.0.0"  # noqa: S104 - token-protected
 
@@ -148,5 +149,5 @@ def first_line(exc: SQLAlchemyError) -> str:
 
 
 def fail(message: str, status: int) -> int:
-    print(f"relaycast: {message}", file=sys.stderr)
+    notice(f"relaycast: {message}", level=logging.ERROR, logger="relaycast.cli")
     return status

@@ -8,6 +8,8 @@ from typing import Any
 
 from config import Settings
 from relaycast.cli.common import UsageError, listen_host, port
+from tasks import logformat
+from tasks.logformat import notice
 
 
 def register(sub: Any) -> None:
@@ -32,7 +34,8 @@ def cmd_api(settings: Settings, args: argparse.Namespace) -> int:
     host = listen_host(settings, args.host, "api")
     if settings.admin_token is not None:
         _print_sign_in_url(host, args.port, settings.admin_token.get_secret_value())
-    uvicorn.run(create_app(settings), host=host, port=args.port, log_level="warning")
+    uvicorn.run(create_app(settings), host=host, port=args.port, log_level="warning",
+                **_uvicorn_logging())
     return 0
 
 
@@ -46,10 +49,17 @@ def cmd_socketio(settings: Settings, args: argparse.Namespace) -> int:
                          "the queue the workers emit to")
     host = listen_host(settings, args.host, "socketio")
     port = args.port or settings.socketio_port
-    print(f"relaycast socketio: listening on {host}:{port}, channel "
-          f"{settings.socketio_channel!r} of SOCKETIO_MESSAGE_QUEUE", file=sys.stderr, flush=True)
-    uvicorn.run(create_asgi_app(settings), host=host, port=port, log_level="warning")
+    notice(f"relaycast socketio: listening on {host}:{port}, channel "
+           f"{settings.socketio_channel!r} of SOCKETIO_MESSAGE_QUEUE", logger="relaycast.socketio")
+    uvicorn.run(create_asgi_app(settings), host=host, port=port, log_level="warning",
+                **_uvicorn_logging())
     return 0
+
+
+def _uvicorn_logging() -> dict[str, Any]:
+    """JSON logs: uvicorn configures none of its own, so its loggers reach the root's JSON
+    handler (tasks.logformat); text: uvicorn's own format, as before."""
+    return {"log_config": None} if logformat.is_json() else {}
 
 
 def _print_sign_in_url(host: str, port: int, token: str) -> None:
@@ -58,5 +68,9 @@ def _print_sign_in_url(host: str, port: int, token: str) -> None:
 
     shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host  # noqa: S104
     shown = f"[{shown}]" if ":" in shown else shown
-    print(f"relaycast api: open the viewer (signs this browser in):\n"
-          f"    http://{shown}:{port}/ui/?token={quote(token, safe='')}", flush=True)
+    url = f"http://{shown}:{port}/ui/?token={quote(token, safe='')}"
+    if logformat.is_json():
+        notice(f"relaycast api: open the viewer (signs this browser in): {url}",
+               stream=sys.stdout, logger="relaycast.api")
+    else:
+        print(f"relaycast api: open the viewer (signs this browser in):\n    {url}", flush=True)
