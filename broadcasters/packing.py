@@ -21,6 +21,13 @@ from typing import Any
 from broadcasters.base import Message, encode_json, without_lone_surrogates
 from broadcasters.wire import LOG_EVENT, message_id
 
+#: Events a provider request carries at most: Pusher's ``trigger_batch`` limit, which the
+#: emitter's periodic sends fill (``workflows.outbox``) and ``PusherBroadcaster`` keeps to.
+REQUEST_EVENTS = 10
+#: A run's piece of at most this many lines counts, for filling requests, as one event
+#: (short lines; a longer piece may be packed into several and is never held back).
+SMALL_PIECE_LINES = 20
+
 TRUNCATION_MARK = " … [truncated {cut} bytes; the full line is in the history]"
 
 

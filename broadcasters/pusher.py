@@ -31,6 +31,7 @@ from broadcasters.errors import (
     TransientError,
     classify_http,
 )
+from broadcasters.packing import REQUEST_EVENTS
 from config import Settings
 
 
@@ -89,7 +90,7 @@ def pusher_client(settings: Settings) -> pusher.Pusher:
 
 class PusherBroadcaster(Broadcaster):
     name = "pusher"
-    max_batch = 10
+    max_batch = REQUEST_EVENTS
 
     def __init__(self, client: pusher.Pusher, *, max_message_bytes: int = 10_000,
                  default_retry_after_s: float = 1.0) -> None:

@@ -131,3 +131,48 @@ def test_staged_lines_beyond_max_batch_lines_are_cut_into_tasks_at_the_send() ->
         100, 100, 100]
     assert [run["run_id"] for batch in recorder.batches for run in batch["runs"]] == [
         f"short-{run}" for run in range(30)]
+
+
+def _runs_sent(recorder: Recorder) -> list[list[str]]:
+    return [[run["run_id"] for run in batch["runs"]] for batch in recorder.batches]
+
+
+def test_a_periodic_send_holds_back_the_newest_small_runs_to_fill_requests() -> None:
+    recorder = Recorder()
+    outbox = _outbox(recorder, max_batch_lines=1000)
+    outbox.add(1, [(f"r{i}", _events(1, 10)) for i in range(23)], [])
+    outbox.send(fill_requests=True)
+    assert _runs_sent(recorder) == [[f"r{i}" for i in range(20)]], "two full requests"
+    assert outbox.first_waiting_order() == 1, "the held runs are not handed over yet"
+    outbox.add(2, [(f"r{i}", _events(1, 10)) for i in range(23, 28)], [])
+    outbox.send(fill_requests=True)
+    # r20-r22 were held once: they go now; of the 8 staged, r20-r22 and r23-r27 make 8
+    # events, fewer than a request: nothing is held when a send fills no whole request.
+    assert _runs_sent(recorder)[1] == [f"r{i}" for i in range(20, 28)]
+    assert outbox.first_waiting_order() is None
+
+
+def test_runs_held_once_are_never_held_again() -> None:
+    recorder = Recorder()
+    outbox = _outbox(recorder)
+    outbox.add(1, [(f"r{i}", _events(1, 5)) for i in range(12)], [])
+    outbox.send(fill_requests=True)
+    assert _runs_sent(recorder) == [[f"r{i}" for i in range(10)]]
+    outbox.add(2, [(f"r{i}", _events(1, 5)) for i in range(12, 21)], [])
+    outbox.send(fill_requests=True)
+    # 11 staged: one would be held, the newest not held before (r20); r10 and r11 go.
+    assert _runs_sent(recorder)[1] == ["r10", "r11"] + [f"r{i}" for i in range(12, 20)]
+    outbox.send(fill_requests=True)
+    assert _runs_sent(recorder)[2] == ["r20"]
+
+
+def test_nothing_is_held_back_without_fill_requests_or_beside_other_events() -> None:
+    plain, with_admin, long_run = Recorder(), Recorder(), Recorder()
+    for recorder, admin, lines in ((plain, [], 10), (with_admin, [(1, "deploy", {})], 10),
+                                   (long_run, [], 500)):
+        outbox = _outbox(recorder, max_batch_lines=10_000)
+        outbox.add(1, [(f"r{i}", _events(1, 10)) for i in range(12)]
+                   + [("big", _events(1, lines))], admin)
+        outbox.send(fill_requests=recorder is not plain)
+        assert len(_runs_sent(recorder)[0]) == 13, "everything staged went"
+        assert outbox.first_waiting_order() is None

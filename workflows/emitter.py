@@ -265,7 +265,10 @@ class Emitter:
                 self._wake.wait(max(0.0, self._next_send - time.monotonic()))
             self._wake.clear()
             try:
-                self.flush_once(send=self._send_due())
+                send = self._send_due()
+                # Nobody waits for this send: it may hold a few small runs back to fill
+                # provider requests (workflows.outbox); a waiter's send holds nothing.
+                self.flush_once(send=send, fill_requests=send and self._broker_waiters == 0)
             except Exception:
                 logger.exception("relaycast emitter: flush failed")
         try:  # stopped: what a store-only flush staged meanwhile goes now, not never
@@ -290,11 +293,12 @@ class Emitter:
         if self._thread is not None:
             self._thread.join(timeout_s)
 
-    def flush_once(self, *, send: bool = True) -> None:
+    def flush_once(self, *, send: bool = True, fill_requests: bool = False) -> None:
         """One flush: drain, store (numbering), enqueue. Called by the flusher thread.
 
         ``send=False`` stores only: the lines wait in the outbox for the next flush that
-        sends (unless a whole batch, ``max_batch_lines``, is staged already)."""
+        sends (unless a whole batch, ``max_batch_lines``, is staged already).
+        ``fill_requests``: see :meth:`workflows.outbox.Outbox.send`."""
         with self._flush_lock:
             upto = self.buffer.next_order()
             entries = self._backlog + self.buffer.drain(self.max_batch_lines)
@@ -312,7 +316,7 @@ class Emitter:
                 self.writer.record_lifecycle(admin)
             self.outbox.add(first, stored, admin, app)
             if send or self.outbox.staged_lines >= self.max_batch_lines:
-                self.outbox.send()
+                self.outbox.send(fill_requests=fill_requests)
                 self._next_send = time.monotonic() + self.flush_interval_s
             stored_upto = self._backlog[0][0] - 1 if self._backlog else upto
             oldest = self.buffer.oldest_order()

@@ -8,7 +8,15 @@ flushes that only store (a ``LogStream`` leaving its ``with`` block, a task's en
 forcing one each: 500 short runs go out in a few tasks, not 500. Staged lines of one run
 that continue each other (seq after seq) travel as one piece. A backlog after an outage is
 cut into tasks of at most ``max_batch_lines`` lines, so no single task message grows without
-bound. Batches are enqueued in order; while
+bound.
+
+The flusher's periodic sends also *fill requests*: a provider request carries at most
+``fill_events`` events (Pusher's ``trigger_batch``: 10), and a short run's lines make one
+event. When a periodic send has more than that many such small runs staged and nothing
+else, the newest ``n mod fill_events`` of them wait one more interval (never two), so the
+send's events fill whole requests: 500 runs of 10 lines go out in 50 requests, not one
+partly empty request per send. A send someone waits for (``flush()``, the process's end)
+holds nothing back. Batches are enqueued in order; while
 the broker is down they wait (the lines are already in SQL), retried with backoff, and
 are bounded: past ``max_waiting_lines`` the oldest batch is given up — its lines stay in
 SQL (``relaycast logs``, the history endpoint, and the sweeper still have them) — and
@@ -33,6 +41,7 @@ from collections import deque
 from collections.abc import Callable
 
 from broadcasters.backoff import FailureStreak
+from broadcasters.packing import REQUEST_EVENTS, SMALL_PIECE_LINES
 from broadcasters.wire import (
     AdminMessage,
     AppMessage,
@@ -57,8 +66,10 @@ Enqueue = Callable[[Batch], None]
 
 class Outbox:
     def __init__(self, enqueue: Enqueue | None, channels: Channels, *, max_batch_lines: int,
-                 max_waiting_lines: int, cleaning: Cleaning | None = None) -> None:
+                 max_waiting_lines: int, cleaning: Cleaning | None = None,
+                 fill_events: int = REQUEST_EVENTS) -> None:
         self._enqueue = enqueue
+        self.fill_events = fill_events
         self.channels = channels
         self.max_batch_lines = max_batch_lines
         self.max_waiting_lines = max_waiting_lines
@@ -90,6 +101,9 @@ class Outbox:
         self._staged_app: list[AppMessage] = []
         self._staged_first: int | None = None
         self.staged_lines = 0
+        #: Runs whose piece a periodic send held back to fill requests (see the module
+        #: docstring): the next send takes them whatever happens.
+        self._held: set[str] = set()
 
     def _new_streams(self) -> None:
         self._stream_base = uuid.uuid4().hex[:16]
@@ -139,12 +153,33 @@ class Outbox:
                                            or self._staged_app):
             self._staged_first = first_order
 
-    def _seal(self) -> None:
+    def _hold_back(self) -> list[tuple[str, list[LineEvent]]]:
+        """Take out of what is staged the newest pieces that would leave a partly filled
+        provider request (see the module docstring); return them (nothing when the rule
+        does not apply)."""
+        staged = self._staged
+        fill = self.fill_events
+        if (len(staged) <= fill or self._staged_admin or self._staged_app
+                or any(len(events) > SMALL_PIECE_LINES for _, events in staged)):
+            return []
+        spare = len(staged) % fill
+        candidates = [i for i in range(len(staged) - 1, -1, -1)
+                      if staged[i][0] not in self._held][:spare]
+        if len(candidates) < spare:
+            return []
+        keep = set(candidates)
+        held = [piece for i, piece in enumerate(staged) if i in keep]
+        self._staged = [piece for i, piece in enumerate(staged) if i not in keep]
+        return held
+
+    def _seal(self, *, fill_requests: bool = False) -> None:
         """Cut what is staged into batches (each at most ``max_batch_lines`` lines, or app
-        events) and queue them behind the ones waiting."""
+        events) and queue them behind the ones waiting; with ``fill_requests``, pieces held
+        back by :meth:`_hold_back` stay staged for the next send."""
         if self._staged_first is None:
             return
         first_order = self._staged_first
+        held = self._hold_back() if fill_requests else []
         groups: list[list[RunLines]] = [
             [{"run_id": run_id, "channel": self.channels.logs(run_id), "events": events}
              for run_id, events in group]
@@ -152,6 +187,12 @@ class Outbox:
         messages = self._staged_admin
         events = self._staged_app
         self._clear_staged()
+        if held:  # still staged, with the oldest order of what was staged (conservative)
+            self._staged = held
+            self._staged_last = {run_id: i for i, (run_id, _) in enumerate(held)}
+            self._staged_first = first_order
+            self.staged_lines = sum(len(piece) for _, piece in held)
+            self._held = {run_id for run_id, _ in held}
         chunks = [events[i:i + self.max_batch_lines]
                   for i in range(0, len(events), self.max_batch_lines)]
         last = groups.pop() if groups else []
@@ -164,10 +205,11 @@ class Outbox:
         self._waiting.extend((first_order, batch, batch_lines(batch) + len(batch.get("app", [])))
                              for batch in batches)
 
-    def send(self) -> None:
+    def send(self, *, fill_requests: bool = False) -> None:
         """Cut what is staged into batches, then enqueue waiting batches in order; stop at
-        the first failure (backoff)."""
-        self._seal()
+        the first failure (backoff). ``fill_requests``: a periodic send nobody waits for,
+        which may hold back a few small runs for the next one (see the module docstring)."""
+        self._seal(fill_requests=fill_requests)
         if self._enqueue is None:
             self._give_up_unwired()
             return
