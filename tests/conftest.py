@@ -25,6 +25,12 @@ pytest_plugins = ["support.viewer"]
 SOKETI_EVENT_MAX_SIZE_IN_KB = "10"
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked ``long_wait`` (minutes spent waiting, hardly any CPU) run first: dealt out
+    before the rest, each occupies one test process while the others get through the suite."""
+    items.sort(key=lambda item: item.get_closest_marker("long_wait") is None)
+
+
 def in_ci() -> bool:
     return os.environ.get("CI") == "true"
 

@@ -252,8 +252,32 @@ def test_a_quiet_step_under_a_live_worker_is_never_lost(
     broker: str, sqlite_url: str, soketi: Soketi, subscriber_factory: SubscriberFactory,
     workers: Started, open_store: Callable[[str], LogStore], tmp_path: Path,
 ) -> None:
+    """Quiet for five times a short bound (4 s): beat checks it often, and never marks it."""
+    _quiet_step_is_never_lost(broker, sqlite_url, soketi, subscriber_factory, workers,
+                              open_store, tmp_path, bound_s=BOUND_S, sleep_s=5 * BOUND_S,
+                              checks=5)
+
+
+@pytest.mark.long_wait
+@pytest.mark.timeout(900)
+def test_a_five_minute_quiet_step_with_the_default_bound_is_never_lost(
+    broker: str, sqlite_url: str, soketi: Soketi, subscriber_factory: SubscriberFactory,
+    workers: Started, open_store: Callable[[str], LogStore], tmp_path: Path,
+) -> None:
+    """The issue's case as deployed: the default bound (120 s), a step that sleeps 5 minutes
+    without a line or a print, beat checking every 30 s: still running until it ends."""
+    _quiet_step_is_never_lost(broker, sqlite_url, soketi, subscriber_factory, workers,
+                              open_store, tmp_path, bound_s=None, sleep_s=300.0, checks=8)
+
+
+def _quiet_step_is_never_lost(
+    broker: str, sqlite_url: str, soketi: Soketi, subscriber_factory: SubscriberFactory,
+    workers: Started, open_store: Callable[[str], LogStore], tmp_path: Path, *,
+    bound_s: float | None, sleep_s: float, checks: int,
+) -> None:
     (tmp_path / "quiet_jobs.py").write_text(textwrap.dedent(QUIET_MODULE))
-    env = run_env(broker, sqlite_url, **soketi.env(), RELAYCAST_RUN_LOST_AFTER_S=str(BOUND_S),
+    bound = {} if bound_s is None else {"RELAYCAST_RUN_LOST_AFTER_S": str(bound_s)}
+    env = run_env(broker, sqlite_url, **soketi.env(), **bound,
                   RELAYCAST_WORKFLOWS="quiet_jobs", PYTHONPATH=str(tmp_path))
     broadcaster = CeleryWorker(env, queues="broadcast", concurrency=1, name="bc")
     workers.start(CeleryWorker(env, queues="workflows", concurrency=1, name="wf"), broadcaster,
@@ -262,13 +286,13 @@ def test_a_quiet_step_under_a_live_worker_is_never_lost(
     subscribe(subscriber, ADMIN)
     store = open_store(sqlite_url)
     run_id = f"quiet-{uuid.uuid4().hex[:6]}"
-    start_run(env, "quiet", run_id, sleep_s=5 * BOUND_S)
+    start_run(env, "quiet", run_id, sleep_s=sleep_s)
     _wait(lambda: len(store.lines(run_id)) >= 1, "the run under way", timeout_s=90)
-    checks = _checks_run(broadcaster)
+    before = _checks_run(broadcaster)
     while (status := _status(store, run_id)) == "running":  # never "lost" on the way
         time.sleep(0.1)
     assert status == "succeeded", f"ended {status}"
-    assert _checks_run(broadcaster) - checks >= 5, "beat checked it while it was quiet"
+    assert _checks_run(broadcaster) - before >= checks, "beat checked it while it was quiet"
     subscriber.wait_for(lambda _: bool(_admin(subscriber, run_id, "finished")), timeout_s=60)
     assert len(_admin(subscriber, run_id, "finished")) == 1
     assert _admin(subscriber, run_id, "lost") == []
