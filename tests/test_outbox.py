@@ -9,6 +9,7 @@ import pytest
 from support.emitting import Recorder
 
 from broadcasters.wire import Channels, LineEvent
+from workflows.buffer import AdminEntry
 from workflows.outbox import Outbox
 
 
@@ -168,8 +169,10 @@ def test_runs_held_once_are_never_held_again() -> None:
 
 def test_nothing_is_held_back_without_fill_requests_or_beside_other_events() -> None:
     plain, with_admin, long_run = Recorder(), Recorder(), Recorder()
-    for recorder, admin, lines in ((plain, [], 10), (with_admin, [(1, "deploy", {})], 10),
-                                   (long_run, [], 500)):
+    deploy: list[AdminEntry] = [(1, "deploy", {})]
+    cases: list[tuple[Recorder, list[AdminEntry], int]] = [
+        (plain, [], 10), (with_admin, deploy, 10), (long_run, [], 500)]
+    for recorder, admin, lines in cases:
         outbox = _outbox(recorder, max_batch_lines=10_000)
         outbox.add(1, [(f"r{i}", _events(1, 10)) for i in range(12)]
                    + [("big", _events(1, lines))], admin)
