@@ -145,7 +145,7 @@ def test_metrics_after_real_runs_match_status_and_sql(
     buckets = sorted((float(dict(k)["le"]), v) for k, v in
                      samples["relaycast_emit_to_publish_seconds_bucket"].items())
     assert [v for _, v in buckets] == sorted(v for _, v in buckets), "cumulative"
-    assert buckets[-1] == (float("inf"), 300)
+    assert buckets[-1] == (float("inf"), 300.0)
     assert value(samples, "relaycast_emit_to_publish_seconds_sum") > 0
     # Gauges.
     assert value(samples, "relaycast_broadcaster_state", broadcaster="pusher", state="enabled") == 1
