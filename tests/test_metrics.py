@@ -25,6 +25,7 @@ from support.workers import CeleryWorker, Started, relaycast_cli, run_python
 from broadcasters.backends import RedisBackend
 from broadcasters.occupancy import Occupancy
 from broadcasters.state import SharedState
+from workflows.models import RunStatus
 from workflows.store import LogStore
 
 REPO = Path(__file__).resolve().parents[1]
@@ -191,8 +192,14 @@ def assert_names_exposed(samples: Samples, types: dict[str, str]) -> None:
         assert named <= exposed, f"{expr!r} names {sorted(named - exposed)}, not in /metrics"
 
 
-def test_metrics_needs_the_token_unless_public(tmp_path: Path, closing: list[Any]) -> None:
-    base = {"DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite'}", "RELAYCAST_ADMIN_TOKEN": TOKEN}
+def test_metrics_needs_the_token_unless_public(tmp_path: Path, closing: list[Any],
+                                               open_store: Callable[[str], LogStore]) -> None:
+    database = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    store = open_store(database)
+    store.start_run("still-going", "etl", {})
+    store.start_run("done", "etl", {})
+    store.finish_run("done", RunStatus.SUCCEEDED)
+    base = {"DATABASE_URL": database, "RELAYCAST_ADMIN_TOKEN": TOKEN}
     guarded = ApiServer(base)
     closing.append(guarded)
     guarded.start()
@@ -201,6 +208,7 @@ def test_metrics_needs_the_token_unless_public(tmp_path: Path, closing: list[Any
     assert requests.get(guarded.url + "/metrics", headers=wrong, timeout=30).status_code == 401
     samples, _ = scrape(guarded, {"Authorization": f"Bearer {TOKEN}"})
     assert value(samples, "relaycast_lines_stored_total") == 0
+    assert value(samples, "relaycast_runs_running") == 1
 
     public = ApiServer({**base, "RELAYCAST_METRICS_PUBLIC": "true"})
     closing.append(public)

@@ -225,7 +225,7 @@ class ClusterCollector(Collector):
             store = store_for(self.settings.database_url_or_default)
             counts = store.broadcast_counts()
             oldest = store.oldest_pending_ts()
-            running = len(store.running_runs())
+            running = store.count_running()
         except Exception as exc:  # noqa: BLE001 - a scrape reports what it could read
             logger.warning("metrics: database unreachable (%s)", type(exc).__name__)
             up["database"] = False
