@@ -13,18 +13,24 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 import requests
 import yaml
+from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from support.api import ApiServer
+from support.clock import FakeClock
 from support.pusher_ws import Subscriber
 from support.runs import run_env, start_run, subscribe, wait_for_lines
 from support.servers import Soketi
 from support.workers import CeleryWorker, Started, relaycast_cli, run_python
 
-from broadcasters.backends import RedisBackend
+from broadcasters.backends import MemoryBackend, RedisBackend
+from broadcasters.keys import PipelineCounter
 from broadcasters.occupancy import Occupancy
-from broadcasters.state import SharedState
+from broadcasters.state import SharedState, counts_from_send
+from config import load_settings
+from relaycast.api.metrics import build_registry
 from workflows.models import RunStatus
 from workflows.store import LogStore
 
@@ -225,3 +231,38 @@ def test_an_invalid_metrics_public_stops_start_up_naming_the_variable(tmp_path: 
     assert result.returncode != 0
     assert "RELAYCAST_METRICS_PUBLIC" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_counters_keep_counting_past_the_hour_and_buckets_become_seconds(sqlite_url: str) -> None:
+    """The counters are running totals (the status report's are a sliding hour), and the
+    latency buckets kept in milliseconds come out cumulative, in seconds, the open one +Inf."""
+    clock = FakeClock()
+    state = SharedState(MemoryBackend(clock=clock), clock=clock)
+    settings = load_settings(PUSHER_APP_ID="1", PUSHER_KEY="k", PUSHER_SECRET="s",
+                             RELAYCAST_BROADCASTERS="pusher,log", DATABASE_URL=sqlite_url)
+    state.record({"pusher": counts_from_send([3.0, 40.0, 20_000.0], sent=3, failed={"quota": 2})})
+    state.count_pipeline({PipelineCounter.DEAD_LETTERED: 1})
+    clock.advance(2 * 3600)
+    state.record({"pusher": counts_from_send([1.0], sent=1, failed={})})
+    assert state.counts("pusher").sent == 1, "the status window forgot the first hour"
+
+    samples: Samples = {}
+    for family in text_string_to_metric_families(
+            generate_latest(build_registry(settings, state)).decode()):
+        for sample in family.samples:
+            samples.setdefault(sample.name, {})[frozenset(sample.labels.items())] = sample.value
+    assert value(samples, "relaycast_provider_messages_total", broadcaster="pusher") == 4
+    assert value(samples, "relaycast_provider_requests_total", broadcaster="pusher") == 4
+    assert value(samples, "relaycast_provider_failures_total", broadcaster="pusher",
+                 error_class="quota") == 2
+    assert value(samples, "relaycast_batches_dead_lettered_total") == 1
+    buckets = {dict(k)["le"]: v for k, v in
+               samples["relaycast_provider_request_seconds_bucket"].items()
+               if dict(k)["broadcaster"] == "pusher"}
+    assert (buckets["0.002"], buckets["0.005"], buckets["0.05"], buckets["10"],
+            buckets["+Inf"]) == (1, 2, 3, 3, 4)
+    assert value(samples, "relaycast_provider_request_seconds_sum", broadcaster="pusher") == \
+        pytest.approx(20.044)
+    # 22:13 UTC plus two hours is a new UTC day: today's quota use starts again.
+    assert value(samples, "relaycast_quota_used_messages", broadcaster="pusher") == 1
+    assert value(samples, "relaycast_metrics_source_up", source="state") == 1
