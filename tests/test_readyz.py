@@ -6,10 +6,12 @@ from __future__ import annotations
 import socket
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
+import yaml
 from sqlalchemy.engine import make_url
 from support.api import ApiServer
 from support.servers import RedisServer
@@ -110,3 +112,11 @@ def test_a_dependency_that_never_answers_is_bounded(
     assert body["failed"] == ["database"]
     assert body["checks"]["database"] == "no answer within 2s"
 
+
+
+def test_compose_checks_the_api_with_readyz() -> None:
+    compose = yaml.safe_load((Path(__file__).resolve().parents[1] / "docker-compose.yml")
+                             .read_text())
+    check = " ".join(compose["services"]["api"]["healthcheck"]["test"])
+    assert "/readyz" in check
+    assert "/healthz" not in check
