@@ -165,8 +165,9 @@ class ClusterCollector(Collector):
                                        "delivered.", labels=["broadcaster"])
         requests = CounterMetricFamily(f"{NS}_provider_requests", "Requests made to a "
                                        "broadcaster.", labels=["broadcaster"])
-        skipped = CounterMetricFamily(f"{NS}_provider_skipped_messages", "Messages a broadcaster "
-                                      "was skipped for (disabled or paused).",
+        skipped = CounterMetricFamily(f"{NS}_provider_skipped_messages", "Messages not sent "
+                                      "through a broadcaster because it was disabled or paused "
+                                      "(a mirror: not copied).",
                                       labels=["broadcaster"])
         failures = CounterMetricFamily(f"{NS}_provider_failures", "Messages a broadcaster "
                                        "failed, by error class.",
