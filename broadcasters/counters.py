@@ -18,6 +18,9 @@ from broadcasters.histogram import LATENCY_BUCKETS_MS, bucket_of, bucket_percent
 COUNTER_TTL_S = 2 * 3600
 USAGE_TTL_S = 2 * 86400
 OUTCOME_TTL_S = 86400
+#: Running totals (``totals:{stem}``) expire this long after their last write: a deployment
+#: idle for a month starts its counters again (a counter reset, as Prometheus knows them).
+TOTALS_TTL_S = 30 * 86400
 
 
 @dataclass

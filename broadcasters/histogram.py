@@ -7,6 +7,9 @@ from collections.abc import Mapping, Sequence
 
 #: Latency histogram bucket upper bounds, milliseconds (the last bucket is open).
 LATENCY_BUCKETS_MS = (2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000)
+#: Emit-to-publish histogram bucket upper bounds, milliseconds (the last bucket is open): from
+#: a line's timestamp to its delivery by a live broadcaster (flush, queue, gate and provider).
+PUBLISH_LAG_BUCKETS_MS = (10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000)
 
 
 def bucket_of(value: float, bounds: Sequence[int]) -> int:

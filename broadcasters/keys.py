@@ -16,6 +16,7 @@ key                         type       holds
 ``outcome:{name}``          hash       when it last delivered / failed, and why
 ``pipeline:{minute}``       hash       pipeline counters of one minute (:class:`PipelineCounter`)
 ``{daily}:{day}``           hash       a daily counter (``unwatched``: :data:`UNWATCHED`)
+``totals:{stem}``           hash       running totals of ``stats:{name}``, ``pipeline``, ``unwatched``
 ``health:latest``           string     the latest health report (JSON)
 ``occupancy``               hash       channel → ``{time_ms}:{0|1}``, and ``~reconciled_at``
 ``gate:{lane}``             string     an ordering gate: the last seq of the lane that had its turn
@@ -194,6 +195,28 @@ def per_minute(stem: str, minute: int) -> str:
 def per_day(stem: str, day: str) -> str:
     """One UTC day's bucket of ``stem`` (``usage:{name}``, ``unwatched``)."""
     return f"{stem}:{day}"
+
+
+#: Before a stem: its running totals since the key was created (what ``GET /metrics`` exposes
+#: as Prometheus counters): every field added to a minute's or a day's bucket of ``stem`` is
+#: added here too. Kept for :data:`~broadcasters.counters.TOTALS_TTL_S` after the last write.
+TOTALS = "totals:"
+
+
+def totals(stem: str) -> str:
+    """The running totals of ``stem`` (``stats:{name}``, ``pipeline``, ``unwatched``)."""
+    return TOTALS + stem
+
+
+#: Before a bucket's upper bound (ms): the emit-to-publish histogram's pipeline counters
+#: (lines delivered live that waited at most that long since they were emitted).
+PUBLISH_LAG_LE = "publish_lag_le_"
+#: The emit-to-publish histogram's sum (milliseconds), a pipeline counter.
+PUBLISH_LAG_SUM_MS = "publish_lag_sum_ms"
+
+
+def publish_lag_le(bucket_ms: int) -> str:
+    return f"{PUBLISH_LAG_LE}{bucket_ms}"
 
 
 # Documents, occupancy, ordering gates, heartbeats --------------------------------------------

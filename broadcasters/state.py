@@ -38,6 +38,7 @@ from broadcasters.clock import next_utc_midnight, utc_day
 from broadcasters.counters import (
     COUNTER_TTL_S,
     OUTCOME_TTL_S,
+    TOTALS_TTL_S,
     USAGE_TTL_S,
     Counts,
     Outcome,
@@ -191,6 +192,8 @@ class SharedState:
             if fields:
                 minute_key = keys.per_minute(keys.stats(name), minute)
                 counters[minute_key], ttls[minute_key] = fields, COUNTER_TTL_S
+                total_key = keys.totals(keys.stats(name))
+                counters[total_key], ttls[total_key] = fields, TOTALS_TTL_S
             usage = counts.usage_fields()
             if usage:
                 day_key = keys.per_day(keys.usage(name), day)
@@ -230,16 +233,20 @@ class SharedState:
         """Sum of the last ``minutes`` minute buckets (this one included)."""
         return Counts.of(self.stats_tables(name, minutes))
 
-    def count_pipeline(self, counts: Mapping[str, int] | None = None, /, **fields: int) -> None:
+    def count_pipeline(self, counts: Mapping[str, float] | None = None, /, **fields: int
+                       ) -> None:
         """Add pipeline-wide counters (dead-lettered batches, dropped lines) to this minute,
         named by :class:`~broadcasters.keys.PipelineCounter` and the gate's counters
         (``count_pipeline({PipelineCounter.DEAD_LETTERED: 1})``)."""
         key = keys.per_minute(keys.PIPELINE, int(self.clock() // 60))
+        total = keys.totals(keys.PIPELINE)
         values: dict[str, float] = {str(k): v for k, v in {**(counts or {}), **fields}.items()
                                     if v}
         if values:
             self.fail_open("record pipeline counters",
-                           lambda: self.backend.add({key: values}, {key: COUNTER_TTL_S}), None)
+                           lambda: self.backend.add({key: values, total: values},
+                                                    {key: COUNTER_TTL_S, total: TOTALS_TTL_S}),
+                           None)
 
     def pipeline_counts(self, minutes: int = 60) -> dict[str, int]:
         total: dict[str, int] = {}
@@ -247,6 +254,15 @@ class SharedState:
             for key, value in table.items():
                 total[key] = total.get(key, 0) + int(float(value))
         return total
+
+    def totals(self, stems: Sequence[str]) -> list[dict[str, float]] | None:
+        """The running totals of each stem (``keys.stats(name)``, ``keys.PIPELINE``,
+        ``keys.UNWATCHED``) in one round trip; None when the state is unavailable."""
+        tables: list[dict[str, str]] | None = self.fail_open(
+            "read totals", lambda: self.backend.hashes([keys.totals(s) for s in stems]), None)
+        if tables is None:
+            return None
+        return [{k: float(v) for k, v in table.items()} for table in tables]
 
     def usage_today(self, name: str) -> dict[str, int]:
         today = self.today(keys.usage(name))
@@ -257,11 +273,14 @@ class SharedState:
         """Add to today's (UTC) counters ``name`` (:data:`~broadcasters.keys.UNWATCHED`); they
         expire after two days."""
         key = keys.per_day(name, utc_day(self.clock()))
+        total = keys.totals(name)
         values: dict[str, float] = {str(k): v for k, v in {**(counts or {}), **fields}.items()
                                     if v}
         if values:
             self.fail_open(f"record {name}",
-                           lambda: self.backend.add({key: values}, {key: USAGE_TTL_S}), None)
+                           lambda: self.backend.add({key: values, total: values},
+                                                    {key: USAGE_TTL_S, total: TOTALS_TTL_S}),
+                           None)
 
     def today(self, name: str) -> dict[str, int]:
         key = keys.per_day(name, utc_day(self.clock()))

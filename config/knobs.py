@@ -60,6 +60,9 @@ class KnobSettings(BaseModel):
     provider_timeout_s: float = Field(5.0, gt=0, le=120)
     order_wait_ms: int = Field(2000, ge=0, le=60_000)
     admin_token: SecretStr | None = None
+    #: ``GET /metrics`` (Prometheus) answers without the admin token (for a scraper on a
+    #: private network); everything else keeps needing it.
+    metrics_public: bool = False
     #: ``module:function`` deciding who may subscribe to an app channel (``broadcast()``):
     #: called with the request and the channel's name, returns bool (relaycast.api.auth).
     channel_authorizer: str | None = None

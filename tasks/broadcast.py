@@ -67,6 +67,7 @@ from broadcasters.wire import (
 )
 from tasks import runtime
 from tasks.celery_app import app
+from tasks.publish_lag import publish_lag_counts
 from workflows.models import LineState
 
 logger = logging.getLogger(__name__)
@@ -341,7 +342,9 @@ def _broadcast(self: BroadcastTask, batch: Batch) -> dict[str, Any]:
     report = _publish(batch, ordered=ordered, live_only=live_only, stats=stats)
     state = runtime.state()
     state.count_pipeline({keys.PipelineCounter.BROADCAST_TASKS: 1,
-                            keys.PipelineCounter.BROADCAST_LINES: batch_lines(batch)})
+                          keys.PipelineCounter.BROADCAST_LINES: batch_lines(batch),
+                          **publish_lag_counts(batch["runs"], (m for m, _ in report.delivered),
+                                               time.time() * 1000)})
     _count_gate(stats, ordered)
     delivered_ids = {m.id for m, _ in report.delivered}
     pending_ids = {m.id for m in report.pending}

@@ -5,6 +5,10 @@
   :func:`tasks.reporting.current_report`).
 * ``GET /runs/{run_id}/logs?after_seq=N``: a run's stored lines, for page load and catch-up
   after a reconnect (pusher-js does not replay missed messages).
+* ``GET /readyz``: 200 when the database, Redis and the broker answer, else 503 naming what
+  does not (:mod:`api.readiness`); ``GET /healthz`` is liveness only. Neither needs a token.
+* ``GET /metrics``: the cluster's figures in Prometheus' text format (:mod:`api.metrics`),
+  with the token like the rest unless ``RELAYCAST_METRICS_PUBLIC=true``.
 * ``POST /pusher/auth``: signs pusher-js private-channel subscriptions: relaycast's own
   channels (``{prefix}logs-*``, ``{prefix}admin-*``) for the admin token or session, and
   application channels (``{prefix}{name}``, :func:`workflows.app_events.broadcast`) for the
@@ -31,7 +35,8 @@ from urllib.parse import parse_qs
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from prometheus_client import generate_latest
 
 from broadcasters.base import encode_json
 from broadcasters.factory import build_state
@@ -40,6 +45,8 @@ from config import Settings
 from relaycast._layout import ensure_ours
 from relaycast.api import webhooks
 from relaycast.api.auth import Auth, ask_authorizer, load_channel_authorizer
+from relaycast.api.metrics import build_registry
+from relaycast.api.readiness import readiness
 from relaycast.api.ui import build_router, sent_per_minute
 from tasks.reporting import current_report
 from workflows.registry import import_workflows
@@ -50,6 +57,8 @@ MAX_PAGE = 10_000
 MAX_SEQ = 2**31 - 1
 #: The largest request body any endpoint reads (413 above it, decided before reading it).
 MAX_BODY_BYTES = 1024 * 1024
+#: Prometheus' text format 0.0.4, which every scraper reads (the names are plain ASCII).
+METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -154,6 +163,20 @@ def create_app(settings: Settings) -> FastAPI:
     def healthz() -> dict[str, bool]:
         """Liveness for process supervisors (no token: it says nothing but "up")."""
         return {"ok": True}
+
+    @app.get("/readyz", include_in_schema=False)
+    async def readyz() -> JSONResponse:
+        """Readiness: the database, Redis and the broker answer (503 naming what does not)."""
+        ready, body = await readiness(settings)
+        return SafeJSONResponse(body, status_code=200 if ready else 503)
+
+    registry = build_registry(settings, state)
+
+    @app.get("/metrics", dependencies=[] if settings.metrics_public else guard,
+             include_in_schema=False)
+    def metrics() -> Response:
+        """The cluster's figures for Prometheus (token unless RELAYCAST_METRICS_PUBLIC)."""
+        return Response(generate_latest(registry), media_type=METRICS_CONTENT_TYPE)
 
     @app.get("/openapi.json", dependencies=guard, include_in_schema=False)
     def openapi() -> dict[str, Any]:

@@ -6,7 +6,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from workflows.models import Run, RunCounter, RunStatus
@@ -79,6 +79,13 @@ class Runs(StoreBase):
                 select(Run.run_id, Run.started_at).where(Run.status == RunStatus.RUNNING)
                 .order_by(Run.started_at).limit(limit)).all()
         return [(str(run_id), int(started_at)) for run_id, started_at in rows]
+
+    def count_running(self) -> int:
+        """How many runs are ``running`` (``relaycast_runs_running`` in ``GET /metrics``)."""
+        with self.engine.connect() as connection:
+            return int(connection.execute(
+                select(func.count()).select_from(Run).where(Run.status == RunStatus.RUNNING)
+            ).scalar() or 0)
 
     def mark_lost(self, run_id: str, started_at: int, reason: str, at_ms: int | None = None
                   ) -> Run | None:
