@@ -27,6 +27,14 @@ def test_recent_runs_are_newest_first_limited_and_filtered_by_status(store: LogS
     assert [r.run_id for r in store.recent_runs(status=RunStatus.RUNNING)] == ["run-2"]
 
 
+def test_a_workflow_name_holding_nul_matches_no_run_rather_than_failing(store: LogStore) -> None:
+    """``GET /runs?workflow=a%00b`` answered 500 on PostgreSQL (found by schemathesis)."""
+    store.start_run("run-1", "etl", {})
+    assert [r.run_id for r in store.recent_runs(workflow="etl")] == ["run-1"]
+    assert store.recent_runs(workflow="etl\x00") == []
+    assert store.recent_runs(workflow="\x00") == []
+
+
 def test_line_counts_give_each_runs_lines_and_highest_seq(store: LogStore) -> None:
     store.append([("a", _drafts(5)), ("b", _drafts(1))])
     with store.engine.begin() as connection:  # a hole: line 4 deleted

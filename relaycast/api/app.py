@@ -33,12 +33,11 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Annotated, Any
 from urllib.parse import parse_qs
 
-from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import generate_latest
 
-from broadcasters.base import encode_json
 from broadcasters.factory import build_state
 from broadcasters.wire import Channels, InvalidRunId, channel_name_problem, shown_channel
 from config import Settings
@@ -47,6 +46,18 @@ from relaycast.api import webhooks
 from relaycast.api.auth import Auth, ask_authorizer, load_channel_authorizer
 from relaycast.api.metrics import build_registry
 from relaycast.api.readiness import readiness
+from relaycast.api.schemas import (
+    BODY_LIMIT,
+    INVALID_RUN_ID,
+    PUSHER_AUTH_BODY,
+    UNAUTHORIZED,
+    BroadcasterStatus,
+    PusherAuth,
+    RunIdPath,
+    RunLogs,
+    SafeJSONResponse,
+    problems,
+)
 from relaycast.api.ui import build_router, sent_per_minute
 from tasks.reporting import current_report
 from workflows.registry import import_workflows
@@ -133,25 +144,21 @@ async def _answer(send: Send, status: int, detail: str) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-class SafeJSONResponse(JSONResponse):
-    """JSON encoded as relaycast sends it to providers: valid UTF-8 whatever the data."""
-
-    def render(self, content: Any) -> bytes:
-        return encode_json(content).encode("utf-8")
-
-
 def create_app(settings: Settings) -> FastAPI:
     """The API for ``settings``; the user's workflow modules (``RELAYCAST_WORKFLOWS``) are
     imported first (:class:`ConfigError` naming one that fails)."""
     ensure_ours()
     import_workflows(settings.workflows)
+    # Every route can be refused by the body cap (BodyLimit) before it runs: 400 and 413.
     app = FastAPI(title="relaycast", version="0.1.0", docs_url=None, redoc_url=None,
-                  openapi_url=None, default_response_class=SafeJSONResponse)
+                  openapi_url=None, default_response_class=SafeJSONResponse,
+                  responses=BODY_LIMIT)
     app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
     state = build_state(settings)
     channels = Channels(settings.channel_prefix)
     auth = Auth.for_settings(settings)
-    guard = [Depends(auth.require)]
+    guard = auth.guard()
+    locked = UNAUTHORIZED if auth.enabled else {}
     authorizer = load_channel_authorizer(settings)
 
     @app.exception_handler(InvalidRunId)
@@ -186,15 +193,20 @@ def create_app(settings: Settings) -> FastAPI:
     def docs() -> HTMLResponse:
         return get_swagger_ui_html(openapi_url="/openapi.json", title="relaycast API")
 
-    @app.get("/admin/broadcaster-status", dependencies=guard)
+    @app.get("/admin/broadcaster-status", dependencies=guard, response_model=BroadcasterStatus,
+             response_class=SafeJSONResponse, responses=locked)
     def broadcaster_status() -> dict[str, Any]:
+        """The health report, computed live (``stale`` when beat's latest report has expired)."""
         report = current_report(settings, state)
         return {**report.model_dump(mode="json"), **sent_per_minute(report, state)}
 
-    @app.get("/runs/{run_id}/logs", dependencies=guard)
-    def run_logs(run_id: str,
+    @app.get("/runs/{run_id}/logs", dependencies=guard, response_model=RunLogs,
+             response_class=SafeJSONResponse, responses={**locked, **INVALID_RUN_ID})
+    def run_logs(run_id: RunIdPath,
                  after_seq: Annotated[int, Query(ge=0, le=MAX_SEQ)] = 0,
                  limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = MAX_PAGE) -> dict[str, Any]:
+        """A run's stored lines after ``after_seq``, in seq order: page load, and catch-up
+        after a reconnect (pusher-js does not replay what it missed)."""
         channels.validate_run_id(run_id)
         lines = store_for(settings.database_url_or_default).lines(run_id, after_seq, limit)
         return {
@@ -204,8 +216,25 @@ def create_app(settings: Settings) -> FastAPI:
             "next_after_seq": lines[-1].seq if lines else after_seq,
         }
 
-    @app.post("/pusher/auth")
+    pusher_auth_security: dict[str, Any] = {}
+    if auth.enabled and authorizer is not None:
+        # No credentials at all is also a way in: RELAYCAST_CHANNEL_AUTHORIZER decides for
+        # application channels (from the application's own session).
+        pusher_auth_security = {"security": [{}]}
+
+    @app.post("/pusher/auth", dependencies=auth.security(), response_model=PusherAuth,
+              response_class=SafeJSONResponse,
+              openapi_extra={"requestBody": PUSHER_AUTH_BODY, **pusher_auth_security},
+              responses={**locked, **problems({
+                  400: "No `socket_id` or `channel_name`, a body that is not the form or JSON "
+                       "object, a malformed `socket_id`, a channel name over 164 characters, "
+                       "or a malformed `Content-Length`.",
+                  403: "Not a relaycast channel, or the channel authorizer refused it.",
+                  503: "Pusher is not configured on this server."})})
     async def pusher_auth(request: Request) -> dict[str, Any]:
+        """Sign a pusher-js private-channel subscription: relaycast's own channels for the
+        admin; application channels for the admin or whom ``RELAYCAST_CHANNEL_AUTHORIZER``
+        allows."""
         admin = auth.allowed(request)
         if not admin and authorizer is None:
             auth.require(request)  # 401
@@ -213,7 +242,7 @@ def create_app(settings: Settings) -> FastAPI:
         if request.headers.get("content-type", "").startswith("application/json"):
             try:
                 fields = {k: str(v) for k, v in json.loads(body).items()}
-            except (ValueError, AttributeError):
+            except (ValueError, AttributeError, RecursionError):
                 raise HTTPException(status_code=400, detail="invalid JSON body") from None
         else:
             fields = {k: v[0] for k, v in parse_qs(body).items()}

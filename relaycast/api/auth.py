@@ -38,10 +38,12 @@ import inspect
 import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlencode
 
-from fastapi import HTTPException, Request
+from fastapi import Depends, HTTPException, Request, Security
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.security import APIKeyCookie, HTTPBearer
 
 from config import ConfigError, Settings
 
@@ -70,6 +72,15 @@ PAGE_HEADERS = {
 def session_value(token: str) -> str:
     """The session cookie's value for ``token``: hex HMAC-SHA256 of a fixed label."""
     return hmac.new(token.encode("utf-8"), _SESSION_LABEL, hashlib.sha256).hexdigest()
+
+
+#: The two ways in, as the OpenAPI document names them (a request needs either). They only
+#: document: :meth:`Auth.require` decides, so they never answer anything themselves.
+BEARER_SCHEME = HTTPBearer(scheme_name="adminToken", auto_error=False,
+                           description="`Authorization: Bearer <RELAYCAST_ADMIN_TOKEN>`.")
+SESSION_SCHEME = APIKeyCookie(name=SESSION_COOKIE, scheme_name="viewerSession", auto_error=False,
+                              description="The viewer's session cookie, set by opening the "
+                              "sign-in URL `relaycast api` prints (`/ui/?token=<token>`).")
 
 
 class Auth:
@@ -109,6 +120,15 @@ class Auth:
 
     def allowed(self, request: Request) -> bool:
         return not self.enabled or self._bearer_ok(request) or self._cookie_ok(request)
+
+    def security(self) -> list[Any]:
+        """Dependencies that declare the bearer token and the session cookie in the OpenAPI
+        document (as alternatives), when a token is configured; none when everything is open."""
+        return [Security(BEARER_SCHEME), Security(SESSION_SCHEME)] if self.enabled else []
+
+    def guard(self) -> list[Any]:
+        """The dependencies of a route behind the token: the check and its declaration."""
+        return [Depends(self.require), *self.security()]
 
     def require(self, request: Request) -> None:
         """FastAPI dependency of every JSON endpoint: bearer token or session cookie."""

@@ -30,7 +30,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import FileResponse, RedirectResponse, Response, StreamingResponse
 
 from broadcasters.factory import is_live
@@ -40,6 +40,18 @@ from broadcasters.status import HealthReport
 from broadcasters.wire import Channels
 from config import Settings
 from relaycast.api.auth import PAGE_HEADERS, Auth
+from relaycast.api.schemas import (
+    INVALID_RUN_ID,
+    UNAUTHORIZED,
+    BrowserConfig,
+    Responses,
+    RunIdPath,
+    RunInfo,
+    RunList,
+    SafeJSONResponse,
+    WorkflowList,
+    problems,
+)
 from workflows.models import LogLine, Run, RunStatus
 from workflows.registry import describe, known
 from workflows.store import LogStore, store_for
@@ -137,7 +149,8 @@ def _ndjson_line(line: LogLine) -> str:
 
 def build_router(settings: Settings, state: SharedState, auth: Auth) -> APIRouter:
     router = APIRouter()
-    guard = [Depends(auth.require)]
+    guard = auth.guard()
+    locked = UNAUTHORIZED if auth.enabled else {}
     channels = Channels(settings.channel_prefix)
 
     def store() -> LogStore:
@@ -171,10 +184,11 @@ def build_router(settings: Settings, state: SharedState, auth: Auth) -> APIRoute
 
     # Public: transport config and static files ---------------------------------------------
 
-    @router.get("/ui/config")
-    def ui_config() -> Response:
-        return Response(json.dumps(browser_config(settings, state)), media_type="application/json",
-                        headers={"Cache-Control": "no-store"})
+    @router.get("/ui/config", response_model=BrowserConfig, response_class=SafeJSONResponse)
+    def ui_config(response: Response) -> dict[str, Any]:
+        """Which transport the browser should use, and how (public: never a secret)."""
+        response.headers["Cache-Control"] = "no-store"
+        return browser_config(settings, state)
 
     @router.get("/ui/static/{path:path}", include_in_schema=False)
     def static(path: str, request: Request) -> Response:
@@ -191,22 +205,29 @@ def build_router(settings: Settings, state: SharedState, auth: Auth) -> APIRoute
 
     # Runs --------------------------------------------------------------------------------------
 
-    @router.get("/runs", dependencies=guard)
+    @router.get("/runs", dependencies=guard, response_model=RunList,
+                response_class=SafeJSONResponse, responses=locked)
     def list_runs(limit: Annotated[int, Query(ge=1, le=500)] = 50,
                   status: RunStatus | None = None,
                   workflow: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
                   ) -> dict[str, Any]:
+        """Recent runs, newest first, with their line counts."""
         runs = store().recent_runs(limit, status, workflow)
         counts = store().line_counts(r.run_id for r in runs)
         return {"runs": [_run_json(r.run_id, r, counts.get(r.run_id), channels) for r in runs]}
 
-    @router.get("/workflows", dependencies=guard)
+    @router.get("/workflows", dependencies=guard, response_model=WorkflowList,
+                response_class=SafeJSONResponse, responses=locked)
     def list_workflows() -> dict[str, Any]:
         """The workflows this API knows (``RELAYCAST_WORKFLOWS``), as ``relaycast workflows``."""
         return {"workflows": [describe(name) for name in known()]}
 
-    @router.get("/runs/{run_id}", dependencies=guard)
-    def one_run(run_id: str) -> dict[str, Any]:
+    @router.get("/runs/{run_id}", dependencies=guard, response_model=RunInfo,
+                response_class=SafeJSONResponse, responses={
+                    **locked, **INVALID_RUN_ID,
+                    **problems({404: "No run record and no stored line with this id."})})
+    def one_run(run_id: RunIdPath) -> dict[str, Any]:
+        """One run's record and line count."""
         run_id = channels.validate_run_id(run_id)  # InvalidRunId: 400 (relaycast.api.app)
         run = store().run(run_id)
         counts = store().line_counts([run_id]).get(run_id)
@@ -231,15 +252,31 @@ def build_router(settings: Settings, state: SharedState, auth: Auth) -> APIRoute
             "Content-Disposition": f'attachment; filename="{run_id}{suffix}"',
             "Cache-Control": "no-store"})
 
-    @router.get("/runs/{run_id}/logs.ndjson", dependencies=guard)
-    def download_ndjson(run_id: str) -> StreamingResponse:
+    @router.get("/runs/{run_id}/logs.ndjson", dependencies=guard, response_class=StreamingResponse,
+                responses={**locked, **INVALID_RUN_ID, **download_answer(
+                    "application/x-ndjson", "One line per stored line: the JSON object "
+                    "`GET /runs/{run_id}/logs` has in `events`.")})
+    def download_ndjson(run_id: RunIdPath) -> StreamingResponse:
+        """Every stored line of the run as NDJSON, streamed (empty for an unknown run)."""
         return download(run_id, _ndjson_line, "application/x-ndjson; charset=utf-8", ".ndjson")
 
-    @router.get("/runs/{run_id}/logs.txt", dependencies=guard)
-    def download_txt(run_id: str) -> StreamingResponse:
+    @router.get("/runs/{run_id}/logs.txt", dependencies=guard, response_class=StreamingResponse,
+                responses={**locked, **INVALID_RUN_ID, **download_answer(
+                    "text/plain", "One line per stored line, as `relaycast logs` prints it.")})
+    def download_txt(run_id: RunIdPath) -> StreamingResponse:
+        """Every stored line of the run as text, streamed (empty for an unknown run)."""
         return download(run_id, _text_line, "text/plain; charset=utf-8", ".txt")
 
     return router
+
+
+def download_answer(media_type: str, description: str) -> Responses:
+    """The 200 of a download route: a file of ``media_type`` (UTF-8)."""
+    return {200: {"description": description + " Sent as an attachment.",
+                  "content": {media_type: {"schema": {"type": "string"}}},
+                  "headers": {"Content-Disposition": {
+                      "description": '`attachment; filename="<run_id>.<suffix>"`',
+                      "schema": {"type": "string"}}}}}
 
 
 def sent_per_minute(report: HealthReport, state: SharedState) -> dict[str, Any]:

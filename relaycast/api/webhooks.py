@@ -33,7 +33,6 @@ import json
 import logging
 import math
 import time
-from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request
 
@@ -42,6 +41,7 @@ from broadcasters.occupancy import Occupancy
 from broadcasters.state import SharedState
 from broadcasters.wire import MAX_CHANNEL_CHARS, Channels, shown_channel
 from config import Settings
+from relaycast.api.schemas import PUSHER_WEBHOOK_EXTRA, SafeJSONResponse, WebhookAnswer, problems
 
 logger = logging.getLogger(__name__)
 
@@ -96,8 +96,18 @@ def build_router(settings: Settings, state: SharedState) -> APIRouter:
     channels = Channels(settings.channel_prefix)
     occupancy = Occupancy.for_settings(settings, state)
 
-    @router.post("/pusher/webhook")
-    async def pusher_webhook(request: Request) -> dict[str, Any]:
+    @router.post("/pusher/webhook", response_model=WebhookAnswer, response_class=SafeJSONResponse,
+                 openapi_extra=PUSHER_WEBHOOK_EXTRA,
+                 responses=problems({
+                     400: "Correctly signed, but not a Pusher webhook (`detail` says why), or a "
+                          "malformed `Content-Length`.",
+                     401: "No signature, a wrong key or signature, or a `time_ms` more than five "
+                          "minutes off (a replay): nothing is recorded.",
+                     503: "Pusher is not configured on this server, or Redis is unreachable "
+                          "(Pusher sends the webhook again)."}))
+    async def pusher_webhook(request: Request) -> WebhookAnswer:
+        """Channel occupancy from Pusher's (or soketi's) signed webhooks. No token: the
+        webhook's signature authenticates it."""
         if not settings.provider_configured("pusher"):
             raise HTTPException(status_code=503, detail="Pusher is not configured")
         assert settings.pusher_key is not None and settings.pusher_secret is not None

@@ -17,7 +17,13 @@ class Viewer(StoreBase):
     def recent_runs(self, limit: int = 50, status: RunStatus | None = None,
                     workflow: str | None = None) -> list[Run]:
         """The ``limit`` most recently started runs, newest first (only ``status`` ones, and
-        only runs of ``workflow``, if given)."""
+        only runs of ``workflow``, if given).
+
+        A ``workflow`` holding NUL matches no run: no stored name can hold one (PostgreSQL's
+        text cannot), and PostgreSQL refuses to even compare such a string.
+        """
+        if workflow is not None and "\x00" in workflow:
+            return []
         query = select(Run).order_by(Run.started_at.desc(), Run.run_id).limit(limit)
         if status is not None:
             query = query.where(Run.status == status)
