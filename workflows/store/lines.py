@@ -32,16 +32,16 @@ class SeqConflict(Exception):
 #: Times :meth:`LogStore.append` renumbers after a conflict before it gives up.
 MAX_RENUMBERINGS = 3
 
-#: A flush's lines on PostgreSQL: one statement whatever their number, each column sent as one
-#: array (no per-row SQL to build and parse), one row back per run (how many were stored).
-#: ``data`` travels as JSON text, encoded as SQLAlchemy's ``JSON`` type encodes it.
+#: A flush's lines on PostgreSQL: one statement whatever their number, the rows sent as ONE
+#: JSON document (encoded by the C encoder in one call, no per-row or per-element work in
+#: Python) that the server unpacks with ``json_to_recordset``; one row back per run (how many
+#: were stored). ``data`` stays a JSON value inside the document.
 _PG_INSERT_LINES: TextClause = text(
     "WITH stored AS ("
     " INSERT INTO log_lines (run_id, seq, ts, level, message, data, broadcast_state)"
-    " SELECT r, s, t, l, m, CAST(d AS json), :state FROM unnest("
-    "  CAST(:run_ids AS text[]), CAST(:seqs AS integer[]), CAST(:ts AS bigint[]),"
-    "  CAST(:levels AS text[]), CAST(:messages AS text[]), CAST(:data AS text[])"
-    " ) AS u(r, s, t, l, m, d)"
+    " SELECT r, s, t, l, m, d, :state"
+    " FROM json_to_recordset(CAST(:rows AS json))"
+    "  AS u(r text, s integer, t bigint, l text, m text, d json)"
     " ON CONFLICT (run_id, seq) DO NOTHING RETURNING run_id"
     ") SELECT run_id, count(*) FROM stored GROUP BY run_id")
 
@@ -111,7 +111,7 @@ class Lines(StoreBase):
                             for event in events)
             stored: dict[str, int] = {}
             if self.engine.dialect.name == "postgresql":
-                stored = self._insert_arrays(connection, rows)
+                stored = self._insert_document(connection, rows)
             else:
                 insert = (dialect.insert(LogLine)
                           .on_conflict_do_nothing(index_elements=["run_id", "seq"])
@@ -125,14 +125,13 @@ class Lines(StoreBase):
         return out
 
     @staticmethod
-    def _insert_arrays(connection: Any, rows: Sequence[Mapping[str, Any]]) -> dict[str, int]:
+    def _insert_document(connection: Any, rows: Sequence[Mapping[str, Any]]) -> dict[str, int]:
         """PostgreSQL: insert ``rows`` (all pending) in one statement; lines stored per run."""
         serialize = connection.dialect._json_serializer or json.dumps
-        params = {"state": str(LineState.PENDING),
-                  "run_ids": [row["run_id"] for row in rows], "seqs": [row["seq"] for row in rows],
-                  "ts": [row["ts"] for row in rows], "levels": [row["level"] for row in rows],
-                  "messages": [row["message"] for row in rows],
-                  "data": [serialize(row["data"]) for row in rows]}
+        document = serialize([{"r": row["run_id"], "s": row["seq"], "t": row["ts"],
+                               "l": row["level"], "m": row["message"], "d": row["data"]}
+                              for row in rows])
+        params = {"state": str(LineState.PENDING), "rows": document}
         return {str(run_id): int(n)
                 for run_id, n in connection.execute(_PG_INSERT_LINES, params)}
 
