@@ -300,6 +300,7 @@ class Emitter:
         sends (unless a whole batch, ``max_batch_lines``, is staged already).
         ``fill_requests``: see :meth:`workflows.outbox.Outbox.send`."""
         with self._flush_lock:
+            began = time.monotonic()
             upto = self.buffer.next_order()
             entries = self._backlog + self.buffer.drain(self.max_batch_lines)
             self._backlog = []
@@ -317,7 +318,14 @@ class Emitter:
             self.outbox.add(first, stored, admin, app)
             if send or self.outbox.staged_lines >= self.max_batch_lines:
                 self.outbox.send(fill_requests=fill_requests)
-                self._next_send = time.monotonic() + self.flush_interval_s
+                # The next send is due an interval after this flush ended, less what the
+                # flush took beyond a fifth of an interval: a quick flush (a trickle of
+                # lines) keeps the whole interval, so sends stay few; a long one (a large
+                # flush, a slow database) does not stretch the time lines wait in the
+                # buffer to the interval plus its own duration.
+                ended = time.monotonic()
+                self._next_send = ended + self.flush_interval_s - max(
+                    0.0, ended - began - self.flush_interval_s / 5)
             stored_upto = self._backlog[0][0] - 1 if self._backlog else upto
             oldest = self.buffer.oldest_order()
             if oldest is not None:  # a slice of a burst: the rest waits for the next round
