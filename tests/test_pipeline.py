@@ -128,9 +128,12 @@ def test_redis_stopped_for_5s_the_workflow_finishes_on_time_and_no_line_is_lost(
     workers: Started, open_store: Callable[[str], LogStore],
 ) -> None:
     with RedisServer(persistent=True) as own_redis:
+        # The gate's default bound: a batch whose predecessor vanished in the outage goes on
+        # after it, as in production (the tests' hang-guard bound would only slow this down).
         env = run_env(own_redis.url, sqlite_url, **soketi.env(),
                    RELAYCAST_VISIBILITY_TIMEOUT_S="10", RELAYCAST_RETRY_BACKOFF_MAX_S="5",
-                   RELAYCAST_SWEEP_INTERVAL_S="1", RELAYCAST_SWEEP_AFTER_S="5")
+                   RELAYCAST_SWEEP_INTERVAL_S="1", RELAYCAST_SWEEP_AFTER_S="5",
+                   RELAYCAST_ORDER_WAIT_MS="2000")
         worker = CeleryWorker(env, concurrency=2)
         beat = CeleryBeat(env)  # the sweeper re-sends what the outage swallowed
         workers.start(worker, beat)
@@ -178,9 +181,11 @@ def test_a_broadcast_worker_killed_mid_stream_loses_no_line(
 ) -> None:
     proxy = ForwardingProxy(soketi.url, delay_s=0.3)
     try:
+        # The gate's default bound: the killed worker's batches come back only when they
+        # are redelivered, and their successors go on after it, as in production.
         env = run_env(broker, sqlite_url, **{**soketi.env(), "PUSHER_PORT": str(proxy.port)},
                    RELAYCAST_FLUSH_MAX_LINES="100", RELAYCAST_VISIBILITY_TIMEOUT_S="5",
-                   RELAYCAST_RETRY_BACKOFF_MAX_S="2")
+                   RELAYCAST_RETRY_BACKOFF_MAX_S="2", RELAYCAST_ORDER_WAIT_MS="2000")
         producer = CeleryWorker(env, queues="workflows", concurrency=1, name="producer")
         consumer = CeleryWorker(env, queues="broadcast", concurrency=1, name="consumer")
         workers.start(producer, consumer)

@@ -10,12 +10,19 @@ from typing import Any
 from support.pusher_ws import Subscriber
 from support.workers import relaycast_cli
 
+#: The ordering gate's bound in tests: a hang guard. The bound is for a predecessor that is
+#: lost (its worker died); on a loaded machine a live one can take longer than the default 2 s
+#: to publish, and a test that asserts order must not depend on how busy the machine is.
+#: Tests where a worker dies (and a predecessor may be lost for good) keep the default 2 s.
+TEST_ORDER_WAIT_MS = "10000"
+
 
 def run_env(broker: str, database_url: str, **extra: str) -> dict[str, str]:
     """The environment of a test's processes: Redis as broker and state, under its own prefix."""
     return {"REDIS_URL": broker, "DATABASE_URL": database_url,
             "RELAYCAST_STATE_PREFIX": f"t{uuid.uuid4().hex[:6]}:",
-            "RELAYCAST_FLUSH_INTERVAL_MS": "50", **extra}
+            "RELAYCAST_FLUSH_INTERVAL_MS": "50", "RELAYCAST_ORDER_WAIT_MS": TEST_ORDER_WAIT_MS,
+            **extra}
 
 
 def start_run(env: dict[str, str], workflow: str, run_id: str, **params: Any) -> None:

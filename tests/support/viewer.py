@@ -25,7 +25,7 @@ from conftest import require
 
 from support.api import ApiServer, SocketIOServer
 from support.browser import CHROMIUM, chromium
-from support.runs import start_run
+from support.runs import TEST_ORDER_WAIT_MS, start_run
 from support.servers import Soketi, free_port, soketi_available
 from support.workers import CeleryWorker
 from workflows.store import LogStore
@@ -109,6 +109,7 @@ def make_stack(broker: str, sqlite_url: str, closing: list[Any]) -> Callable[...
         env = {"REDIS_URL": broker, "DATABASE_URL": sqlite_url,
                "RELAYCAST_STATE_PREFIX": f"v{uuid.uuid4().hex[:6]}:",
                "RELAYCAST_FLUSH_INTERVAL_MS": "50", "RELAYCAST_ADMIN_TOKEN": TOKEN,
+               "RELAYCAST_ORDER_WAIT_MS": TEST_ORDER_WAIT_MS,
                **(soketi.env() if soketi else {}), **extra}
         if worker:
             celery = CeleryWorker(env, concurrency=2)
