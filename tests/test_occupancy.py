@@ -155,9 +155,14 @@ def _log_publishes(stack: Gated, run_id: str) -> list[float]:
 
 
 def _wait_until_ended(store: LogStore, run_id: str, timeout_s: float = 120) -> None:
+    """Until the run has ended and the broadcast worker has had every line of it (none is
+    still pending: on a loaded machine the last batches follow the run's end by seconds)."""
     deadline = time.monotonic() + timeout_s
     while (run := store.run(run_id)) is None or run.status == "running":
         assert time.monotonic() < deadline, f"run {run_id} did not end"
+        time.sleep(0.2)
+    while any(state == LineState.PENDING for state, _ in store.broadcast_counts([run_id])):
+        assert time.monotonic() < deadline, f"run {run_id}'s lines still pending"
         time.sleep(0.2)
 
 
