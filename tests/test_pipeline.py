@@ -123,7 +123,7 @@ def test_a_failing_workflow_keeps_its_lines_and_emits_failed(
         "the event's duration is the run's, as stored")
 
 
-def test_redis_stopped_for_5s_the_workflow_finishes_on_time_and_no_line_is_lost(
+def test_redis_stopped_for_5s_the_workflow_goes_on_storing_and_no_line_is_lost(
     sqlite_url: str, soketi: Soketi, subscriber_factory: SubscriberFactory,
     workers: Started, open_store: Callable[[str], LogStore],
 ) -> None:
@@ -144,9 +144,15 @@ def test_redis_stopped_for_5s_the_workflow_finishes_on_time_and_no_line_is_lost(
         start_run(env, "burst", run_id, lines=lines, delay_ms=delay_ms)
         subscriber.wait_for(lambda _: len(seqs_received(subscriber, f"private-logs-{run_id}")) > 20,
                             timeout_s=30)
+        store = open_store(sqlite_url)
         own_redis.stop()
+        stored_at_stop = len(store.lines(run_id))
         time.sleep(5)
+        stored_in_outage = len(store.lines(run_id)) - stored_at_stop
         own_redis.start()
+        # Not blocked by the outage: it went on logging and storing while Redis was down
+        # (a count, not a clock: a workflow waiting for the broker stores nothing meanwhile).
+        assert stored_in_outage > 0, "the workflow waited for Redis"
         deadline = time.monotonic() + 60
         channel = f"private-logs-{run_id}"
         while len(set(seqs_received(subscriber, channel))) < lines and time.monotonic() < deadline:
@@ -169,9 +175,6 @@ def test_redis_stopped_for_5s_the_workflow_finishes_on_time_and_no_line_is_lost(
         assert run is not None
         assert run.status == "succeeded"
         assert run.finished_at is not None
-        nominal_s = lines * delay_ms / 1000
-        assert (run.finished_at - run.started_at) / 1000 < nominal_s + 3, (
-            "the workflow did not wait for Redis")
 
 
 @pytest.mark.timeout(400)
